@@ -1,0 +1,38 @@
+"""The ``dwlab`` command line. Subcommands live in ``dwlab.commands``, one module each."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dwlab.commands import config_check
+from dwlab.errors import DwlabError
+
+COMMAND_MODULES = [config_check]
+"""Each module provides ``register(subparsers)`` that sets ``func`` on its parser."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dwlab", description="Train networks on domain-wall devices, real or simulated."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DwlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

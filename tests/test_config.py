@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from dwlab.config import LabConfig, from_data, load_config
+from dwlab.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "lab_configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_checked_in_config_is_valid(path):
+    loaded = load_config(path)
+    assert isinstance(loaded.config, LabConfig)
+
+
+def _error(tmp_path, text) -> ConfigError:
+    f = tmp_path / "lab.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert str(f) in str(info.value)
+    return info.value
+
+
+def test_unknown_key_names_file_and_dotted_key(tmp_path):
+    err = _error(tmp_path, "controller:\n  update_bitz: 7\n")
+    assert err.key == "controller.update_bitz"
+    assert "unknown key" in str(err)
+
+
+def test_wrong_type_says_what_was_expected(tmp_path):
+    err = _error(tmp_path, "controller:\n  update_bits: seven\n")
+    assert err.key == "controller.update_bits"
+    assert "expected an integer" in str(err)
+
+
+def test_amplitude_outside_limits(tmp_path):
+    err = _error(
+        tmp_path,
+        "arrays:\n  main:\n    limits: {max_amplitude_volts: 2.0}\n"
+        "    pulse: {amplitude_volts: 3.0, width_seconds: 1.0e-8}\n",
+    )
+    assert err.key == "arrays.main"
+    assert "exceeds" in str(err)
+
+
+def test_unknown_literal_value(tmp_path):
+    err = _error(tmp_path, "controller:\n  scheme: magic\n")
+    assert err.key == "controller.scheme"
+    assert "push_pull_pair" in str(err)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_invalid_yaml(tmp_path):
+    err = _error(tmp_path, "controller: [unclosed\n")
+    assert "not valid YAML" in str(err)
+
+
+def test_required_key_missing():
+    with pytest.raises(ConfigError, match="required key 'amplitude_volts'"):
+        from_data(LabConfig, {"arrays": {"main": {"pulse": {"width_seconds": 1e-8}}}}, file="x")
