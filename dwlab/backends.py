@@ -60,7 +60,35 @@ def _build_hardware(
 ) -> DeviceArray:
     from dwlab.drivers.hardware_array import HardwareArray
 
-    return HardwareArray.from_config(loaded, name)
+    lab = loaded.config.virtual_lab
+    if lab is not None and lab.autostart and lab.array == name:
+        ensure_virtual_lab(loaded)
+    return HardwareArray.from_config(loaded, name, shape)
+
+
+_RUNNING_LABS: dict[str, object] = {}
+
+
+def ensure_virtual_lab(loaded: LoadedConfig) -> None:
+    """Serve the config's virtual lab in this process (once), unless its ports are already
+    served (then the drivers connect to that lab)."""
+    import errno
+
+    from dwlab.sim.virtual_lab import VirtualLab
+
+    key = str(loaded.path.resolve())
+    if key in _RUNNING_LABS:
+        return
+    lab = VirtualLab.from_config(loaded)
+    try:
+        lab.start()
+    except OSError as exc:
+        lab.stop()
+        if exc.errno != errno.EADDRINUSE:
+            raise ConfigError(f"cannot start the virtual lab: {exc}", file=str(loaded.path),
+                              key="virtual_lab") from None
+        return  # another process serves these ports: connect to it
+    _RUNNING_LABS[key] = lab
 
 
 BACKENDS: dict[str, Callable[..., DeviceArray]] = {

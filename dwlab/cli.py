@@ -5,10 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dwlab.commands import config_check
+from dwlab.commands import (
+    calibrate,
+    config_check,
+    instruments,
+    protocols,
+    sweep,
+    train,
+    virtual_lab,
+)
 from dwlab.errors import DwlabError
 
-COMMAND_MODULES = [config_check]
+COMMAND_MODULES = [config_check, train, sweep, protocols, calibrate, instruments, virtual_lab]
 """Each module provides ``register(subparsers)`` that sets ``func`` on its parser."""
 
 

@@ -202,6 +202,281 @@ class TwinConfig:
     torch_device: str = "cpu"
 
 
+# -- hardware arrays (instruments by role, wiring, read-out) and the virtual lab ---------
+
+PULSER_DRIVERS = ("agilent81110a", "keysight81160a")
+METER_DRIVERS = ("keithley2450", "keithley2400")
+ROUTER_DRIVERS = ("keithley707b",)
+"""Driver registry names per role (the drivers' registry in ``dwlab.drivers.registry``
+uses the same names; configs never name classes)."""
+
+MATRIX_SLOTS = 6
+MATRIX_ROWS = "ABCDEFGH"
+MATRIX_COLUMNS = 12
+"""A Keithley 707B holds six 7174A-style cards of 8 rows x 12 columns."""
+
+
+@dataclass(frozen=True)
+class InstrumentConfig:
+    """One instrument: driver registry name, VISA resource and driver settings."""
+
+    driver: str
+    resource: str
+    """e.g. ``GPIB0::10::INSTR`` or ``TCPIP::127.0.0.1::50301::SOCKET`` (virtual lab)."""
+    timeout_seconds: float = 2.0
+    channel: int = 1
+    """Output channel (pulse generators)."""
+    visa_library: str = "@py"
+    """PyVISA backend: '@py' (pyvisa-py) or '' (the system VISA, e.g. NI-VISA)."""
+
+    def validate(self) -> None:
+        if self.timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        if self.channel not in (1, 2):
+            raise ValueError("channel must be 1 or 2")
+
+
+@dataclass(frozen=True)
+class InstrumentsConfig:
+    """The three roles of a hardware array."""
+
+    pulser: InstrumentConfig
+    meter: InstrumentConfig
+    router: InstrumentConfig
+
+    def validate(self) -> None:
+        for role, allowed in (("pulser", PULSER_DRIVERS), ("meter", METER_DRIVERS),
+                              ("router", ROUTER_DRIVERS)):
+            driver = getattr(self, role).driver
+            if driver not in allowed:
+                raise ValueError(f"{role}.driver '{driver}' is not one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class DeviceWiringConfig:
+    """Crosspoints (e.g. ``1A01``) closed to pulse a device and to read it."""
+
+    write: list[str]
+    read: list[str]
+
+
+@dataclass(frozen=True)
+class CrossbarWiringConfig:
+    """Generated wiring of a crossbar chip on a switch matrix.
+
+    The array is viewed as rows x columns (the last axis is the column; leading axes are
+    flattened into rows). Word line ``r`` and bit line ``c`` each occupy one matrix column,
+    assigned in order: word lines first, then bit lines, filling ``columns_per_slot``
+    columns per card from ``first_slot`` on. Device (r, c) is pulsed by closing
+    ``write_rows[0]`` on its word line and ``write_rows[1]`` on its bit line, and read
+    through ``read_rows`` likewise.
+    """
+
+    first_slot: int = 1
+    write_rows: list[str] = field(default_factory=lambda: ["A", "B"])
+    read_rows: list[str] = field(default_factory=lambda: ["C", "D"])
+
+    def validate(self) -> None:
+        for name in ("write_rows", "read_rows"):
+            rows = getattr(self, name)
+            if len(rows) != 2 or any(r not in MATRIX_ROWS for r in rows):
+                raise ValueError(f"{name} must be two matrix rows out of {MATRIX_ROWS}")
+        if not 1 <= self.first_slot <= MATRIX_SLOTS:
+            raise ValueError(f"first_slot must lie in [1, {MATRIX_SLOTS}]")
+
+
+def _matrix_channel(slot: int, row: str, column: int) -> str:
+    return f"{slot}{row}{column:02d}"
+
+
+def check_crosspoint(name: str) -> None:
+    """Raise ValueError unless ``name`` is a valid 707B crosspoint like ``1A01``."""
+    ok = (
+        len(name) == 4 and name[0].isdigit() and 1 <= int(name[0]) <= MATRIX_SLOTS
+        and name[1] in MATRIX_ROWS and name[2:].isdigit()
+        and 1 <= int(name[2:]) <= MATRIX_COLUMNS
+    )
+    if not ok:
+        raise ValueError(
+            f"crosspoint '{name}' is not <slot 1-{MATRIX_SLOTS}><row A-H><column 01-12>"
+        )
+
+
+@dataclass(frozen=True)
+class WiringConfig:
+    """Device address (flat index) to write and read crosspoints.
+
+    ``devices`` entries (keys are flat indices) override the generated ``crossbar`` wiring.
+    ``shared_path``: write and read paths may be closed together (a bias tee joins pulser
+    and meter at the device), so one routing serves a pulse and its read-back.
+    """
+
+    crossbar: CrossbarWiringConfig | None = None
+    devices: dict[int, DeviceWiringConfig] = field(default_factory=dict)
+    shared_path: bool = False
+
+    def paths(self, shape: tuple[int, ...]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+        """(write crosspoints, read crosspoints) per flat device index."""
+        size = 1
+        for s in shape:
+            size *= int(s)
+        cols = int(shape[-1]) if shape else 1
+        rows = size // cols
+        out: list[tuple[tuple[str, ...], tuple[str, ...]] | None] = [None] * size
+        if self.crossbar is not None:
+            cb = self.crossbar
+            lines = rows + cols
+            if lines > (MATRIX_SLOTS - cb.first_slot + 1) * MATRIX_COLUMNS:
+                raise ValueError(
+                    f"a {rows}x{cols} crossbar needs {lines} matrix columns; slots "
+                    f"{cb.first_slot}-{MATRIX_SLOTS} hold "
+                    f"{(MATRIX_SLOTS - cb.first_slot + 1) * MATRIX_COLUMNS}"
+                )
+
+            def line(k: int, row: str) -> str:
+                return _matrix_channel(cb.first_slot + k // MATRIX_COLUMNS, row,
+                                       k % MATRIX_COLUMNS + 1)
+
+            for i in range(size):
+                r, c = divmod(i, cols)
+                out[i] = (
+                    (line(r, cb.write_rows[0]), line(rows + c, cb.write_rows[1])),
+                    (line(r, cb.read_rows[0]), line(rows + c, cb.read_rows[1])),
+                )
+        for index, dev in self.devices.items():
+            if not 0 <= index < size:
+                raise ValueError(f"wiring.devices names device {index}; the array has {size}")
+            out[index] = (tuple(dev.write), tuple(dev.read))
+        missing = [i for i, p in enumerate(out) if p is None]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} device(s) have no wiring (first: {missing[0]}); add a "
+                "'crossbar' or 'devices' entry"
+            )
+        for write, read in out:  # type: ignore[misc]
+            for name in (*write, *read):
+                check_crosspoint(name)
+        return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """Small-bias read-out: voltage bias, current compliance, G = I / V minus series R."""
+
+    bias_volts: float = 0.01
+    compliance_amps: float = 1e-4
+    max_bias_volts: float = 0.1
+    """Safety limit: a larger bias is refused before any I/O."""
+    max_compliance_amps: float = 1e-3
+    """Safety limit on the compliance setting."""
+    wires: Literal[2, 4] = 2
+    nplc: float = 0.1
+    series_resistance_ohms: float = 0.0
+    """Lead and contact resistance in series with each device, subtracted from V / I."""
+
+    def validate(self) -> None:
+        if not 0 < self.bias_volts <= self.max_bias_volts:
+            raise ValueError(
+                f"bias_volts {self.bias_volts:g} V must lie in (0, max_bias_volts "
+                f"{self.max_bias_volts:g} V]"
+            )
+        if not 0 < self.compliance_amps <= self.max_compliance_amps:
+            raise ValueError(
+                f"compliance_amps {self.compliance_amps:g} A must lie in (0, "
+                f"max_compliance_amps {self.max_compliance_amps:g} A]"
+            )
+        if not 0.01 <= self.nplc <= 10:
+            raise ValueError("nplc must lie in [0.01, 10]")
+        if self.series_resistance_ohms < 0:
+            raise ValueError("series_resistance_ohms must be non-negative")
+
+
+@dataclass(frozen=True)
+class DeviceNominalConfig:
+    """What characterisation found for the devices (``describe()`` reports it)."""
+
+    conductance_min_siemens: float
+    conductance_max_siemens: float
+    step_siemens: float
+    step_sigma_siemens: float
+
+    def validate(self) -> None:
+        if not 0 < self.conductance_min_siemens < self.conductance_max_siemens:
+            raise ValueError("need 0 < conductance_min_siemens < conductance_max_siemens")
+        if self.step_siemens <= 0 or self.step_sigma_siemens < 0:
+            raise ValueError("step_siemens must be positive, step_sigma_siemens non-negative")
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """A hardware array: instruments by role, wiring, read-out and strategy."""
+
+    instruments: InstrumentsConfig
+    wiring: WiringConfig
+    devices: DeviceNominalConfig
+    read: ReadConfig = field(default_factory=ReadConfig)
+    pulse_period_seconds: float = 1.0e-6
+    """Repetition period inside a burst; ``width / period`` is checked against the duty limit."""
+    strategy: Literal["grouped", "naive"] = "grouped"
+    """grouped: configure the pulser once per pulse shape; naive: once per device (benchmark)."""
+    read_back: bool = False
+    """Read each device right after its pulses (receipt ``details['read_back_siemens']``)."""
+    retries: int = 1
+    """Retries of idempotent commands (routing, reads) after a timeout or garbled reply."""
+
+    def validate(self) -> None:
+        if self.pulse_period_seconds <= 0:
+            raise ValueError("pulse_period_seconds must be positive")
+        if self.retries < 0:
+            raise ValueError("retries must be non-negative")
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """A fault the virtual lab injects into one instrument's conversation."""
+
+    instrument: Literal["pulser", "meter", "router"]
+    kind: Literal["timeout", "drop", "error", "garble"]
+    """timeout: a query gets no reply; drop: the connection closes; error: an entry goes
+    into the error queue; garble: a query gets an unparsable reply."""
+    after: int = 0
+    """Messages that pass before the fault fires."""
+    times: int = 1
+    match: str | None = None
+    """Only messages containing this text count and fault."""
+
+
+@dataclass(frozen=True)
+class VirtualLabConfig:
+    """The twin behind SCPI servers on 127.0.0.1, serving one hardware array.
+
+    Ports come from the array's instrument resources (``TCPIP::127.0.0.1::PORT::SOCKET``);
+    port 0 picks free ports (tests).
+    """
+
+    array: str
+    twin: TwinConfig = field(default_factory=TwinConfig)
+    seed_offset: int = 1000
+    latency_seconds: float = 0.0
+    """Added before handling each message."""
+    faults: list[FaultConfig] = field(default_factory=list)
+    autostart: bool = False
+    """Start the lab in-process when the array is built (``dwlab train`` on one command)."""
+
+    def validate(self) -> None:
+        if self.latency_seconds < 0:
+            raise ValueError("latency_seconds must be non-negative")
+
+
+def socket_port(resource: str) -> int | None:
+    """The port of a ``TCPIP::127.0.0.1::PORT::SOCKET`` resource, else None."""
+    parts = resource.split("::")
+    if (len(parts) == 4 and parts[0].upper().startswith("TCPIP") and parts[1] == "127.0.0.1"
+            and parts[2].isdigit() and parts[3].upper() == "SOCKET"):
+        return int(parts[2])
+    return None
+
+
 @dataclass(frozen=True)
 class ArrayConfig:
     """One named device array and the backend that implements it."""
@@ -213,8 +488,8 @@ class ArrayConfig:
     pulse: PulseConfig | None = None
     """Nominal pulse shape; checked against ``limits``."""
     twin: TwinConfig = field(default_factory=TwinConfig)
-    hardware: dict[str, Any] | None = None
-    """Instruments and wiring of a hardware array (validated by the drivers' schema)."""
+    hardware: HardwareConfig | None = None
+    """Instruments, wiring and read-out of a hardware array."""
 
     def validate(self) -> None:
         if self.pulse is not None:
@@ -229,34 +504,85 @@ class ArrayConfig:
                     f"pulse.width_seconds {self.pulse.width_seconds:g} s outside limits "
                     f"[{lo:g}, {hi:g}] s"
                 )
-        if self.backend == "hardware" and self.hardware is None:
-            raise ValueError("backend 'hardware' needs a 'hardware' section")
+        if self.backend == "hardware":
+            if self.hardware is None:
+                raise ValueError("backend 'hardware' needs a 'hardware' section")
+            if not self.shape:
+                raise ValueError("backend 'hardware' needs a fixed 'shape'")
+            if any(s < 1 for s in self.shape):
+                raise ValueError("shape entries must be positive")
+            try:
+                self.hardware.wiring.paths(tuple(self.shape))
+            except ValueError as exc:
+                raise ValueError(f"hardware.wiring: {exc}") from None
+            period = self.hardware.pulse_period_seconds
+            if self.pulse is not None and self.pulse.width_seconds / period > (
+                self.limits.max_duty_cycle
+            ):
+                raise ValueError(
+                    f"pulse width {self.pulse.width_seconds:g} s over hardware."
+                    f"pulse_period_seconds {period:g} s exceeds limits.max_duty_cycle "
+                    f"{self.limits.max_duty_cycle:g}"
+                )
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """Step size ``lr_t = lr * (1 + t / decay_steps) ** -gamma`` or cyclic cosine."""
+    """Step-size schedule (``dwlab.sgld.learning_rate_at``), with ``t`` the step count.
+
+    constant:   ``lr_t = lr``
+    polynomial: ``lr_t = lr * (1 + t / decay_steps) ** -gamma``, i.e. ``a (b + t) ** -gamma``
+                with ``b = decay_steps`` and ``a = lr * b ** gamma``
+    cyclic:     ``lr_t = lr / 2 * (1 + cos(pi * (t mod cycle_steps) / cycle_steps))``
+                (cyclical SG-MCMC: explore at the cycle start, sample as it ends)
+    """
 
     kind: Literal["constant", "polynomial", "cyclic"] = "constant"
     gamma: float = 0.55
     decay_steps: float = 1000.0
     cycle_steps: int = 1000
 
+    def validate(self) -> None:
+        if self.gamma < 0 or self.decay_steps <= 0 or self.cycle_steps < 1:
+            raise ValueError("need gamma >= 0, decay_steps > 0 and cycle_steps >= 1")
+
 
 @dataclass(frozen=True)
 class ControllerConfig:
+    """The SGLD controller (``dwlab.controller``); see its module docstring for the maths.
+
+    ``lr`` is the step size on the *mean* minibatch loss, like SGD's: the SGLD step size on
+    the potential ``U = N * L_batch + |theta|^2 / (2 prior_sigma^2)`` is ``eps = lr / N``.
+    """
+
     scheme: Literal[
         "float_sgd", "float_sgld", "push_pull", "push_pull_pair", "gradient_only"
     ] = "push_pull_pair"
     update_bits: int = 7
+    """Pulse budget per device and step ``K = 2 ** update_bits - 1``."""
     lr: float = 0.05
     temperature: float = 1e-4
+    """SGLD temperature of the digital parameters, and of the device weights when
+    ``weight_scale`` is 'temperature'."""
     prior_sigma: float = 1.0
     dataset_size: int | None = None
     """N in the SGLD potential; empty means the training set size."""
+    weight_scale: Literal["range", "temperature"] = "range"
+    """How the weight per siemens (alpha) of each mapped tensor is chosen. 'range' (default):
+    from the initial weights and ``weight_range`` so the weights fit the conductance window;
+    the device noise then implies the temperature, which is reported. 'temperature': alpha
+    is set so that the device noise realises ``temperature`` exactly at the initial step
+    size (the window then follows)."""
     weight_range: float = 3.0
     """Weights are mapped so that ``weight_range`` standard deviations of the initial layer
-    weights span half the conductance range."""
+    weights span half the conductance range (of one device, or of a pair's difference)."""
+    recentre_margin: float = 0.1
+    """A differential pair with a device closer than this fraction of the conductance range
+    to a track end is re-centred (both devices moved by the same common-mode count)."""
+    program_iterations: int = 6
+    """Apply/read rounds of the program-and-verify loop that writes the initial weights."""
+    read_averages: int = 1
+    """Reads averaged for every read-back of the device weights."""
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def validate(self) -> None:
@@ -264,6 +590,14 @@ class ControllerConfig:
             raise ValueError("update_bits must lie in [1, 12]")
         if self.lr <= 0 or self.temperature < 0 or self.prior_sigma <= 0:
             raise ValueError("lr and prior_sigma must be positive, temperature non-negative")
+        if self.weight_range <= 0:
+            raise ValueError("weight_range must be positive")
+        if not 0 <= self.recentre_margin < 0.5:
+            raise ValueError("recentre_margin must lie in [0, 0.5)")
+        if self.program_iterations < 1 or self.read_averages < 1:
+            raise ValueError("program_iterations and read_averages must be at least 1")
+        if self.dataset_size is not None and self.dataset_size < 1:
+            raise ValueError("dataset_size must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -276,21 +610,60 @@ class MappingRule:
 
 @dataclass(frozen=True)
 class TrainingConfig:
+    """The training host (``dwlab train``, ``dwlab sweep``). Paths are relative to the
+    config file."""
+
     dataset: Literal["digits", "fashion_mnist", "cifar10"] = "digits"
     data_dir: str | None = None
-    model: str = "mlp"
+    """Folder with the dataset files; empty means the default (Fashion-MNIST: the Debian
+    package's folder)."""
+    model: Literal["resnet18", "fc5", "mlp", "stochastic_binary"] = "mlp"
     width: int = 64
+    """ResNet18 base width, or hidden units of the flat networks."""
     epochs: int = 5
     batch_size: int = 64
     eval_batch_size: int = 512
+    augment: bool | None = None
+    """Random crop and flip; empty means the dataset's default (on for CIFAR-10 only)."""
     compare_float: bool = True
+    """Also train with float SGD (same seed and epochs) and report both."""
     burn_in_epochs: float = 1.0
     thinning_steps: int = 50
     max_samples: int = 10
+    """Posterior samples kept (the most recent); prediction averages over them."""
+    store_device_states: bool = True
+    """Keep each sample's device snapshots (the states on the arrays), not only weights."""
+    bma_every_epoch: bool = True
+    """Also evaluate the sample average after every epoch (one test pass per sample)."""
     checkpoint_every_steps: int = 200
+    log_every_steps: int = 1
+    ece_bins: int = 15
     limit_train: int | None = None
     limit_test: int | None = None
     runs_dir: str = "runs"
+    torch_device: str = "cpu"
+    """Where the model runs: cpu, cuda, cuda:1, ..."""
+    bf16: bool = False
+    """bf16 autocast for forward and loss (CUDA only)."""
+    channels_last: bool = False
+    """channels_last memory format for conv nets (CUDA only)."""
+
+    def validate(self) -> None:
+        for name in ("width", "epochs", "batch_size", "eval_batch_size", "thinning_steps",
+                     "max_samples", "checkpoint_every_steps", "log_every_steps", "ece_bins"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("limit_train", "limit_test"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 or empty, got {value}")
+        if self.burn_in_epochs < 0:
+            raise ValueError("burn_in_epochs must be non-negative")
+        if not (self.torch_device == "cpu" or self.torch_device.startswith("cuda")):
+            raise ValueError(f"torch_device must be 'cpu' or 'cuda[:N]', got "
+                             f"{self.torch_device!r}")
+        if (self.bf16 or self.channels_last) and not self.torch_device.startswith("cuda"):
+            raise ValueError("bf16 and channels_last need torch_device 'cuda'")
 
 
 @dataclass(frozen=True)
@@ -302,8 +675,8 @@ class LabConfig:
     mapping: list[MappingRule] = field(default_factory=list)
     """First matching rule wins; unmatched mapped parameters go to the array 'main'."""
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    virtual_lab: dict[str, Any] | None = None
-    """Servers of the virtual lab (validated by ``dwlab.sim``)."""
+    virtual_lab: VirtualLabConfig | None = None
+    """The virtual lab: SCPI servers on 127.0.0.1 backed by one twin."""
 
     def validate(self) -> None:
         for i, rule in enumerate(self.mapping):
@@ -314,6 +687,19 @@ class LabConfig:
                 )
         if "main" not in self.arrays:
             raise ValueError("arrays must contain 'main' (the default array)")
+        if self.virtual_lab is not None:
+            served = self.arrays.get(self.virtual_lab.array)
+            if served is None or served.backend != "hardware" or served.hardware is None:
+                raise ValueError(
+                    f"virtual_lab.array '{self.virtual_lab.array}' must name a hardware array"
+                )
+            for role in ("pulser", "meter", "router"):
+                resource = getattr(served.hardware.instruments, role).resource
+                if socket_port(resource) is None:
+                    raise ValueError(
+                        f"virtual_lab serves arrays.{self.virtual_lab.array}: its {role} "
+                        f"resource '{resource}' must be TCPIP::127.0.0.1::PORT::SOCKET"
+                    )
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,19 @@ class TableWriter:
             raise ValueError(f"{self.path}: unknown column(s) {sorted(unknown)}")
         self._write_line([row.get(c, "") for c in self.columns])
 
+    def append_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Append several rows with one flush and fsync (one measurement step, many devices)."""
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        for row in rows:
+            unknown = set(row) - set(self.columns)
+            if unknown:
+                raise ValueError(f"{self.path}: unknown column(s) {sorted(unknown)}")
+            writer.writerow([row.get(c, "") for c in self.columns])
+        self._fh.write(buf.getvalue())
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
     def close(self) -> None:
         self._fh.close()
 

@@ -1,68 +1,38 @@
-"""TwinArray: a calibrated software twin of a domain-wall array behind ``DeviceArray``."""
+"""TwinArray: a calibrated software twin of a domain-wall array behind ``DeviceArray``.
+
+Beyond ``DeviceArray`` the twin offers (for protocols, calibration and tests):
+
+- ``twin.x``: per-device state in ``[0, 1]`` (wall position; the stored drive level for
+  ``binary_dw``; 0/1 for ``binary_mtj``), on ``twin.torch_device``;
+- ``twin.conductance()``: noise-free conductance (the mean read for ``binary_dw``);
+- ``twin.step_moments(shape)``: per-device ``(mu_push, sigma_push, mu_pull, sigma_pull)``
+  of one pulse of that shape, in track fractions (switching probability and Bernoulli
+  spread for ``binary_mtj``);
+- ``twin.apply(plan, reference=True)``: the slow pulse-by-pulse path (the default path is
+  the closed form for walls far from the ends and an exact vectorised pulse-by-pulse
+  path near them, see ``physics.apply_pulses_fast``; ``receipt.details`` says how many
+  devices took it). ``multistate`` always goes pulse by pulse (walls settle at notches
+  after every pulse), so it suits small arrays; ``binary_mtj`` uses an exact closed form;
+- ``twin.advance_time(seconds)``: retention. Walls relax towards
+  ``relaxation_target`` at ``relaxation_rate_per_second`` (default 0: no drift; pinned
+  multi-state walls then settle at the nearest notch); MTJs flip thermally at rate
+  ``exp(-Delta) / tau0``. ``twin.elapsed_seconds`` counts the time advanced.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from dwlab.sim import physics
+from dwlab.sim.presets import MODELS, PRESETS, TwinParams
 
 from dwlab.device import ArrayBase
 from dwlab.types import ArrayInfo, PulseLimits, PulsePlan, PulseReceipt, PulseShape, Readout
 
-
-@dataclass(frozen=True)
-class TwinParams:
-    """Nominal device parameters and their device-to-device spreads.
-
-    Steps are fractions of the track per nominal pulse; spreads are relative standard
-    deviations across devices (drawn once per device from the seed).
-    """
-
-    g_p_siemens: float = 5.0e-4
-    g_ap_siemens: float = 2.5e-4
-    mu_push: float = 0.01
-    mu_pull: float = 0.009
-    sigma_push: float = 0.004
-    sigma_pull: float = 0.004
-    v_th_volts: float = 0.5
-    nominal_amplitude_volts: float = 1.0
-    nominal_width_seconds: float = 1.0e-8
-    read_noise_siemens: float = 5.0e-7
-    mu_spread: float = 0.1
-    sigma_spread: float = 0.1
-    v_th_spread: float = 0.05
-    g_spread: float = 0.03
-    initial_position: float = 0.5
-    initial_position_spread: float = 0.0
-
-    def validate(self) -> None:
-        if not self.g_p_siemens > self.g_ap_siemens > 0:
-            raise ValueError("need g_p_siemens > g_ap_siemens > 0")
-        for name in ("mu_push", "mu_pull", "sigma_push", "sigma_pull"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be non-negative")
-        if not 0 < self.v_th_volts < self.nominal_amplitude_volts:
-            raise ValueError("need 0 < v_th_volts < nominal_amplitude_volts")
-        if not 0 <= self.initial_position <= 1:
-            raise ValueError("initial_position must lie in [0, 1]")
-
-    def replace(self, **changes: float) -> TwinParams:
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown twin parameter(s): {', '.join(sorted(unknown))}")
-        new = dataclasses.replace(self, **changes)
-        new.validate()
-        return new
-
-
-PRESETS: dict[str, TwinParams] = {
-    "continuous_dw": TwinParams(),
-}
-"""Named parameter sets. Look-up by name only; configs never name classes."""
+__all__ = ["DEFAULT_LIMITS", "MODELS", "PRESETS", "TwinArray", "TwinParams"]
 
 DEFAULT_LIMITS = PulseLimits(
     max_amplitude_volts=5.0, min_width_seconds=1e-9, max_width_seconds=1e-6,
@@ -98,6 +68,7 @@ class TwinArray(ArrayBase):
         self.shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
         self.params = params if params is not None else PRESETS[preset]
         self.params.validate()
+        self.model = self.params.model
         self.preset = preset
         self.seed = int(seed)
         self.limits = limits
@@ -111,7 +82,7 @@ class TwinArray(ArrayBase):
         self.generator = torch.Generator(device=self.torch_device)
         self.generator.manual_seed(self.seed)
         g, dev, s = self.generator, self.torch_device, self.shape
-        # Device-to-device spread: drawn once per device.
+        # Device-to-device spread: drawn once per device, in a fixed order from the seed.
         self.mu_push = _spread(p.mu_push, p.mu_spread, s, g, dev)
         self.mu_pull = _spread(p.mu_pull, p.mu_spread, s, g, dev)
         self.sigma_push = _spread(p.sigma_push, p.sigma_spread, s, g, dev)
@@ -119,17 +90,32 @@ class TwinArray(ArrayBase):
         self.v_th = _spread(p.v_th_volts, p.v_th_spread, s, g, dev)
         self.g_p = _spread(p.g_p_siemens, p.g_spread, s, g, dev)
         self.g_ap = torch.minimum(_spread(p.g_ap_siemens, p.g_spread, s, g, dev), self.g_p * 0.95)
+        self.g_range = self.g_p - self.g_ap
         x0 = p.initial_position + p.initial_position_spread * torch.randn(
             s, generator=g, device=dev
         )
         self.x = x0.clamp(0.0, 1.0)
+        self.notches: torch.Tensor | None = None
+        if self.model == "multistate":
+            self.notches = physics.notch_positions(p.n_states, p.notch_spread, s, g, dev)
+            self.x = physics.nearest_notch(self.x, self.notches)
+        if self.model == "binary_mtj":
+            self.mtj_delta = _spread(p.mtj_delta, p.mtj_delta_spread, s, g, dev)
+            self.mtj_ic0_push = _spread(p.mtj_ic0_push_amps, p.mtj_ic0_spread, s, g, dev)
+            self.mtj_ic0_pull = _spread(p.mtj_ic0_pull_amps, p.mtj_ic0_spread, s, g, dev)
+            # initial_position is the probability of starting in the P (1) state.
+            self.x = (torch.rand(s, generator=g, device=dev) < self.x).float()
         self.pulses_applied = 0
+        self.elapsed_seconds = 0.0
+        self._moments_key: tuple[PulseShape, PulseShape] | None = None
+        self._moments: tuple[torch.Tensor, ...] = ()
+        self._workspace: dict[str, torch.Tensor] = {}  # scratch of the fast path
 
     # -- DeviceArray -------------------------------------------------------------------
 
     def describe(self) -> ArrayInfo:
         p = self.params
-        g_range = p.g_p_siemens - p.g_ap_siemens
+        step, step_sigma = self._nominal_step_siemens()
         return ArrayInfo(
             name=self.name,
             backend=self.backend,
@@ -138,9 +124,10 @@ class TwinArray(ArrayBase):
             conductance_max_siemens=p.g_p_siemens,
             limits=self.limits,
             nominal_pulse=self.nominal_pulse,
-            step_siemens=0.5 * (p.mu_push + p.mu_pull) * g_range,
-            step_sigma_siemens=0.5 * (p.sigma_push + p.sigma_pull) * g_range,
-            identity={"preset": self.preset, "seed": str(self.seed), "devices": str(self.size)},
+            step_siemens=step,
+            step_sigma_siemens=step_sigma,
+            identity={"preset": self.preset, "model": self.model, "seed": str(self.seed),
+                      "devices": str(self.size)},
         )
 
     @property
@@ -148,8 +135,16 @@ class TwinArray(ArrayBase):
         return math.prod(self.shape)
 
     def step_moments(self, shape: PulseShape) -> tuple[torch.Tensor, ...]:
-        """Per-device (mu_push, sigma_push, mu_pull, sigma_pull) for a pulse shape."""
+        """Per-device (mu_push, sigma_push, mu_pull, sigma_pull) for a pulse shape.
+
+        For wall models these are the moments of one step of ``x``; for ``binary_mtj`` the
+        switching probabilities and their Bernoulli standard deviations.
+        """
         p = self.params
+        if self.model == "binary_mtj":
+            up = self._mtj_probability(shape, +1)
+            down = self._mtj_probability(shape, -1)
+            return up, (up * (1 - up)).sqrt(), down, (down * (1 - down)).sqrt()
         f = physics.drive_factor(
             shape.amplitude_volts, shape.width_seconds, self.v_th,
             p.nominal_amplitude_volts, p.nominal_width_seconds,
@@ -158,57 +153,190 @@ class TwinArray(ArrayBase):
         mu_pull, sigma_pull = physics.step_moments(self.mu_pull, self.sigma_pull, f)
         return mu_push, sigma_push, mu_pull, sigma_pull
 
+    def _plan_moments(self, plan: PulsePlan) -> tuple[torch.Tensor, ...]:
+        """(mu+, sigma+, mu-, sigma-, var+, var-) for a plan's pulse shapes, cached for the
+        last pair of shapes (a training run sends the same shapes every step)."""
+        key = (plan.push_shape, plan.pull_shape)
+        if key != self._moments_key:
+            self._moments = ()  # free the old cache before building the new one
+            mu_push, sigma_push, _, _ = self.step_moments(plan.push_shape)
+            _, _, mu_pull, sigma_pull = self.step_moments(plan.pull_shape)
+            self._moments = (mu_push, sigma_push, mu_pull, sigma_pull,
+                             sigma_push * sigma_push, sigma_pull * sigma_pull)
+            self._moments_key = key
+        return self._moments
+
     def apply(self, plan: PulsePlan, *, reference: bool = False) -> PulseReceipt:
+        """Apply a plan (checked first: a refused plan changes nothing). ``reference=True``
+        uses the pulse-by-pulse path for every device (slow; for tests)."""
         plan.check_against(self.shape, self.limits)
         push = plan.push.to(self.torch_device)
         pull = plan.pull.to(self.torch_device)
-        mu_push, sigma_push, _, _ = self.step_moments(plan.push_shape)
-        _, _, mu_pull, sigma_pull = self.step_moments(plan.pull_shape)
-        step = physics.apply_pulses_reference if reference else physics.apply_pulses_fast
-        self.x, touched = step(
-            self.x, push, pull, mu_push, sigma_push, mu_pull, sigma_pull, generator=self.generator
-        )
-        total = plan.total_pulses()
-        self.pulses_applied += total
+        mu_push, sigma_push, mu_pull, sigma_pull, var_push, var_pull = self._plan_moments(plan)
+        g = self.generator
+        details: dict[str, Any] = {"model": self.model}
+        if self.model == "binary_mtj":
+            self.x = physics.two_state_pulses(self.x, push, pull, mu_push, mu_pull, g)
+            touched = torch.zeros((), dtype=torch.bool)
+        elif self.model == "multistate":
+            self.x, touched = physics.apply_pulses_reference(
+                self.x, push, pull, mu_push, sigma_push, mu_pull, sigma_pull, g,
+                notches=self.notches,
+            )
+        elif reference:
+            self.x, touched = physics.apply_pulses_reference(
+                self.x, push, pull, mu_push, sigma_push, mu_pull, sigma_pull, g
+            )
+        else:
+            self.x, touched = physics.apply_pulses_fast(
+                self.x, push, pull, mu_push, sigma_push, mu_pull, sigma_pull, g,
+                var_push=var_push, var_pull=var_pull, stats=details, workspace=self._workspace,
+            )
+        # The fast path counts pulses exactly and cheaply; a plan's own sums are slow at scale.
+        self.pulses_applied += details.pop("pulses", None) or plan.total_pulses()
         return PulseReceipt(
-            push_applied=plan.push, pull_applied=plan.pull, devices_clipped=int(touched.sum()),
+            push_applied=plan.push, pull_applied=plan.pull,
+            devices_clipped=int(torch.count_nonzero(touched)),
+            details=details,
         )
 
     def conductance(self) -> torch.Tensor:
-        """Noise-free conductance (what the wall position sets)."""
-        return physics.conductance(self.x, self.g_ap, self.g_p)
+        """Noise-free conductance: what the state sets (the mean read for ``binary_dw``)."""
+        if self.model == "binary_dw":
+            return self.g_ap + self.g_range * self._pass_probability(self.x)
+        return torch.addcmul(self.g_ap, self.g_range, self.x)
 
     def read(self, n_averages: int = 1, devices: torch.Tensor | None = None) -> Readout:
-        if n_averages < 1:
-            raise ValueError("n_averages must be at least 1")
-        g = self.conductance()
-        if devices is not None:
-            g = g.reshape(-1)[torch.as_tensor(devices, device=self.torch_device)]
+        if int(n_averages) != n_averages or n_averages < 1:
+            raise ValueError(f"n_averages must be a positive integer, got {n_averages!r}")
+        n_averages = int(n_averages)
         sigma = self.params.read_noise_siemens
+        gen = self.generator
+        if self.model == "binary_dw":
+            x, g_ap, g_range = (self._select(t, devices) for t in (self.x, self.g_ap, self.g_range))
+            p = self._pass_probability(x)
+            passed = physics.binomial_fraction(n_averages, p, gen)
+            mean = g_ap + g_range * passed
+            mean += sigma / math.sqrt(n_averages) * torch.randn(
+                mean.shape, generator=gen, device=mean.device)
+            spread = None
+            if n_averages > 1:
+                # Sample spread of N reads of g_ap or g_p (plus read noise).
+                var = (g_range**2 * passed * (1 - passed)) * (n_averages / (n_averages - 1))
+                spread = (var + sigma**2).sqrt()
+            return Readout(mean, spread, n_averages)
+        if n_averages == 1 and devices is None:
+            # One read of every device: noise, then the conductance added in place.
+            out = physics.normal_(torch.empty_like(self.x), gen, sigma)
+            return Readout(out.addcmul_(self.g_range, self.x).add_(self.g_ap), None, 1)
+        g = self._select(self.conductance(), devices)
+        if n_averages == 1:
+            noise = torch.randn(g.shape, generator=gen, device=g.device)
+            return Readout(noise.mul_(sigma).add_(g), None, 1)
         reads = g.unsqueeze(0) + sigma * torch.randn(
-            (n_averages, *g.shape), generator=self.generator, device=g.device
+            (n_averages, *g.shape), generator=gen, device=g.device
         )
-        spread = reads.std(dim=0) if n_averages > 1 else None
-        return Readout(reads.mean(dim=0), spread, n_averages)
+        return Readout(reads.mean(dim=0), reads.std(dim=0), n_averages)
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
             "preset": self.preset,
+            "model": self.model,
             "seed": self.seed,
             "params": dataclasses.asdict(self.params),
             "shape": list(self.shape),
             "position": self.x.detach().cpu().clone(),
             "generator": self.generator.get_state(),
             "pulses_applied": self.pulses_applied,
+            "elapsed_seconds": self.elapsed_seconds,
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        if list(snapshot["shape"]) != list(self.shape) or snapshot["seed"] != self.seed:
-            raise ValueError("snapshot belongs to a twin of another shape or seed")
+        if (list(snapshot["shape"]) != list(self.shape) or snapshot["seed"] != self.seed
+                or snapshot["params"] != dataclasses.asdict(self.params)):
+            raise ValueError("snapshot belongs to a twin of another shape, seed or parameters")
         self.x = snapshot["position"].to(self.torch_device).clone()
         self.generator.set_state(snapshot["generator"])
         self.pulses_applied = int(snapshot["pulses_applied"])
+        self.elapsed_seconds = float(snapshot.get("elapsed_seconds", 0.0))
 
     def safe_state(self) -> None:
         """A twin has no outputs to turn off."""
+
+    # -- twin-only ---------------------------------------------------------------------
+
+    def advance_time(self, seconds: float) -> None:
+        """Let ``seconds`` pass without pulses (retention; see the module docstring)."""
+        seconds = float(seconds)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"seconds must be a non-negative finite number, got {seconds!r}")
+        p = self.params
+        if self.model == "binary_mtj":
+            rate = 1.0 / (p.mtj_tau0_seconds * torch.exp(self.mtj_delta.double()))
+            flip_p = -torch.expm1(-seconds * rate)
+            u = torch.rand(self.shape, generator=self.generator, device=self.torch_device,
+                           dtype=torch.float64)
+            self.x = torch.where(u < flip_p, 1.0 - self.x, self.x)
+        elif p.relaxation_rate_per_second > 0:
+            self.x = physics.relax(self.x, p.relaxation_rate_per_second,
+                                   p.relaxation_target, seconds)
+            if self.notches is not None:
+                self.x = physics.nearest_notch(self.x, self.notches)
+        self.elapsed_seconds += seconds
+
+    def _select(self, t: torch.Tensor, devices: torch.Tensor | None) -> torch.Tensor:
+        if devices is None:
+            return t
+        idx = torch.as_tensor(devices, device=self.torch_device)
+        if idx.is_floating_point() or idx.dtype == torch.bool:
+            raise ValueError("devices must be integer flat indices")
+        return t.reshape(-1)[idx]
+
+    def _pass_probability(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        w = p.drive_min + (p.drive_max - p.drive_min) * x
+        return physics.pass_probability(w, p.pass_x0, p.pass_dx, p.pass_a)
+
+    def _mtj_probability(self, shape: PulseShape, polarity: int) -> torch.Tensor:
+        """Switching probability of one pulse: push AP -> P (current through G_AP), pull
+        P -> AP (current through G_P)."""
+        p = self.params
+        if polarity > 0:
+            current, ic0 = shape.amplitude_volts * self.g_ap, self.mtj_ic0_push
+        else:
+            current, ic0 = shape.amplitude_volts * self.g_p, self.mtj_ic0_pull
+        return physics.mtj_switch_probability(
+            shape.width_seconds, current, ic0, self.mtj_delta, p.mtj_tau0_seconds
+        )
+
+    def _nominal_step_siemens(self) -> tuple[float, float]:
+        """Mean and spread of the conductance change of one nominal push, for nominal
+        device parameters (what a controller plans with)."""
+        p = self.params
+        shape = self.nominal_pulse
+        g_range = p.g_p_siemens - p.g_ap_siemens
+        if self.model == "binary_mtj":
+            current = shape.amplitude_volts * p.g_ap_siemens
+            prob = float(physics.mtj_switch_probability(
+                shape.width_seconds, torch.tensor(current, dtype=torch.float64),
+                torch.tensor(p.mtj_ic0_push_amps, dtype=torch.float64),
+                torch.tensor(p.mtj_delta, dtype=torch.float64), p.mtj_tau0_seconds))
+            return prob * g_range, math.sqrt(prob * (1 - prob)) * g_range
+        f = float(physics.drive_factor(
+            shape.amplitude_volts, shape.width_seconds, torch.tensor(p.v_th_volts),
+            p.nominal_amplitude_volts, p.nominal_width_seconds))
+        mu = 0.5 * (p.mu_push + p.mu_pull) * f
+        sigma = 0.5 * (p.sigma_push + p.sigma_pull) * math.sqrt(f)
+        if self.model == "multistate":
+            gap = 1.0 / (p.n_states - 1)
+            prob = 0.5 * math.erfc(-(mu - gap / 2) / (sigma * math.sqrt(2))) if sigma > 0 else (
+                float(mu > gap / 2))
+            return prob * gap * g_range, math.sqrt(prob * (1 - prob)) * gap * g_range
+        if self.model == "binary_dw":
+            # Slope of the mean read with respect to the drive level, at mid-range.
+            x = torch.tensor([0.5 - 1e-3, 0.5 + 1e-3], dtype=torch.float64)
+            pr = self._pass_probability(x)
+            slope = float(pr[1] - pr[0]) / 2e-3 * g_range
+            return mu * slope, sigma * slope
+        return mu * g_range, sigma * g_range

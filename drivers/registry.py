@@ -1,0 +1,80 @@
+"""Fixed registry: driver name (as written in lab configs) -> driver class and role adapter.
+
+Configs name drivers only by these keys; nothing else is ever imported from a config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+
+import pyvisa
+from dwlab.drivers.agilent81110a import Agilent81110A
+from dwlab.drivers.keithley707b import Keithley707B
+from dwlab.drivers.roles import (
+    Agilent81110APulser,
+    Keithley707BRouter,
+    Keithley2400Meter,
+    Keithley2450Meter,
+    Keysight81160APulser,
+    RoleAdapter,
+    visa_socket,
+)
+from pymeasure.instruments.keithley import Keithley2400, Keithley2450
+from pymeasure.instruments.keysight import Keysight81160A
+
+DRIVERS: dict[str, tuple[str, type, type[RoleAdapter]]] = {
+    "agilent81110a": ("pulser", Agilent81110A, Agilent81110APulser),
+    "keysight81160a": ("pulser", Keysight81160A, Keysight81160APulser),
+    "keithley2450": ("meter", Keithley2450, Keithley2450Meter),
+    "keithley2400": ("meter", Keithley2400, Keithley2400Meter),
+    "keithley707b": ("router", Keithley707B, Keithley707BRouter),
+}
+"""name -> (role, pymeasure instrument class, role adapter)."""
+
+
+def connect_driver(driver: str, resource: str, *, timeout_seconds: float = 2.0,
+                   visa_library: str = "@py") -> Any:
+    """Open the pymeasure driver ``driver`` on ``resource`` with newline terminations."""
+    _, cls, _ = DRIVERS[driver]
+    instrument = cls(resource, visa_library=visa_library, timeout=int(timeout_seconds * 1000),
+                     read_termination="\n", write_termination="\n")
+    if resource.upper().endswith("::SOCKET"):
+        _set_nodelay(instrument.adapter.connection)
+    return instrument
+
+
+def _set_nodelay(connection: Any) -> None:
+    """Switch Nagle's algorithm off on a raw-socket VISA session.
+
+    Without it a write followed by a query waits ~40 ms for a delayed ACK. pyvisa-py does
+    not accept VI_ATTR_TCPIP_NODELAY (0.8), so it is set on its socket; other VISA libraries
+    get the standard attribute.
+    """
+    sock = visa_socket(connection)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return
+    with contextlib.suppress(Exception):
+        connection.set_visa_attribute(pyvisa.constants.ResourceAttribute.tcpip_nodelay, True)
+
+
+def open_role(role: str, cfg: Any, *, resource: str | None = None, retries: int = 1
+              ) -> RoleAdapter:
+    """The role adapter for an ``InstrumentConfig`` (``resource`` overrides the config's)."""
+    if cfg.driver not in DRIVERS:
+        raise KeyError(f"unknown driver '{cfg.driver}'; known: {', '.join(sorted(DRIVERS))}")
+    expected, _, adapter = DRIVERS[cfg.driver]
+    if expected != role:
+        raise ValueError(f"driver '{cfg.driver}' is a {expected}, not a {role}")
+    target = resource or cfg.resource
+
+    def connect() -> Any:
+        return connect_driver(cfg.driver, target, timeout_seconds=cfg.timeout_seconds,
+                              visa_library=cfg.visa_library)
+
+    name = f"{role} ({cfg.driver} at {target})"
+    if role == "pulser":
+        return adapter(name, connect, channel=cfg.channel, retries=retries)
+    return adapter(name, connect, retries=retries)

@@ -1,0 +1,54 @@
+"""``dwlab instruments identify CONFIG``: ask every configured instrument who it is.
+
+Opens each instrument of each hardware array and sends only ``*IDN?``: no output, source
+or switch is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from dwlab.config import load_config
+from dwlab.errors import DwlabError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("instruments", help="talk to the instruments of a lab config")
+    isub = p.add_subparsers(dest="instruments_command", required=True)
+    ident = isub.add_parser("identify", help="print each instrument's identity (*IDN?)")
+    ident.add_argument("config", help="lab config YAML")
+    ident.add_argument("--array", help="only this hardware array")
+    ident.set_defaults(func=run_identify)
+
+
+def run_identify(args: argparse.Namespace) -> int:
+    from dwlab.drivers.registry import open_role
+
+    loaded = load_config(args.config)
+    arrays = {name: cfg for name, cfg in loaded.config.arrays.items()
+              if cfg.backend == "hardware" and (args.array is None or name == args.array)}
+    if not arrays:
+        print("no hardware arrays in this config" + (f" named '{args.array}'"
+                                                     if args.array else ""))
+        return 1
+    failed = 0
+    for name, cfg in arrays.items():
+        for role in ("pulser", "meter", "router"):
+            inst = getattr(cfg.hardware.instruments, role)
+            where = f"{name}.{role} ({inst.driver} at {inst.resource})"
+            try:
+                adapter = open_role(role, inst, retries=0)
+                try:
+                    identity = adapter.identify()
+                finally:
+                    adapter.close()
+            except DwlabError as exc:
+                failed += 1
+                print(f"FAIL {where}: {exc}")
+                continue
+            if len(identity.split(",")) < 4:  # *IDN? is maker,model,serial,firmware
+                failed += 1
+                print(f"FAIL {where}: the reply {identity!r} is not an instrument identity")
+            else:
+                print(f"ok   {where}: {identity}")
+    return 1 if failed else 0

@@ -1,0 +1,175 @@
+"""``dwlab sweep``: the precision experiment.
+
+The same training (config, epochs, seeds) with float SGD, float SGLD, and the configured
+device scheme (push-pull SGLD through the arrays) at several update precisions; writes
+``sweep.csv`` (one row per run), ``sweep.md`` (mean and spread over seeds, and the gap to
+float SGD) and ``accuracy_vs_bits.png`` into the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+from typing import Any
+
+from dwlab import plots
+from dwlab.commands.train import add_training_overrides, overrides
+from dwlab.config import LoadedConfig, load_config
+from dwlab.records import TableWriter, atomic_write_text, new_run_dir
+from dwlab.training import (
+    RunSpec,
+    open_run_folder,
+    run_folder,
+    start_run_folder,
+    with_training_overrides,
+)
+
+DEVICE_SCHEMES = ("push_pull", "push_pull_pair", "gradient_only")
+RESULT_COLUMNS = ["label", "scheme", "update_bits", "seed", "accuracy", "nll", "ece",
+                  "entropy", "final_weights_accuracy", "samples", "pulses_per_weight",
+                  "train_seconds"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="accuracy against update precision (the precision experiment)",
+        description=__doc__.split("\n\n")[1] if __doc__ else None)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", type=Path, help="lab config YAML")
+    src.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue a sweep folder from its last checkpoints")
+    p.add_argument("--bits", type=int, nargs="+", default=[4, 5, 6, 7, 8],
+                   help="update precisions of the device scheme (default: 4 5 6 7 8)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                   help="seeds; each run of the sweep is repeated per seed (default: 0 1)")
+    p.add_argument("--scheme", choices=DEVICE_SCHEMES,
+                   help="device scheme (default: the config's controller.scheme)")
+    p.add_argument("--no-float-sgld", action="store_true",
+                   help="leave out the float SGLD reference")
+    p.add_argument("--fixed-range", action="store_true",
+                   help="scale the pulse width as 1/(2^bits - 1) so every precision has the "
+                        "update range of the configured pulse at controller.update_bits")
+    add_training_overrides(p)
+    p.set_defaults(func=run_sweep)
+
+
+def sweep_specs(scheme: str, bits: list[int], seeds: list[int], float_sgld: bool = True,
+                fixed_range_from_bits: int | None = None) -> list[RunSpec]:
+    """Float references first (per seed), then the device scheme at every precision.
+
+    By default every precision uses the configured pulse, so a b-bit update can move a
+    weight by up to ``K = 2^b - 1`` pulses and the device noise (``K`` pulses' worth)
+    grows with b. With ``fixed_range_from_bits=r`` the pulse width is scaled by
+    ``(2^r - 1) / K`` instead: the largest update stays that of the configured pulse at r
+    bits, and more bits means a finer resolution of the same range.
+    """
+    if scheme not in DEVICE_SCHEMES:
+        raise ValueError(f"the sweep needs a device scheme ({', '.join(DEVICE_SCHEMES)}), "
+                         f"got '{scheme}'")
+    top = max(bits)
+    specs = []
+    for seed in seeds:
+        specs.append(RunSpec(f"float_sgd-s{seed}", "float_sgd", top, seed))
+        if float_sgld:
+            specs.append(RunSpec(f"float_sgld-s{seed}", "float_sgld", top, seed))
+        for b in sorted(bits):
+            scale = 1.0
+            if fixed_range_from_bits is not None:
+                scale = (2**fixed_range_from_bits - 1) / (2**b - 1)
+            specs.append(RunSpec(f"{scheme}-{b}bit-s{seed}", scheme, b, seed, scale))
+    return specs
+
+
+def start_sweep(loaded: LoadedConfig, specs: list[RunSpec], run_dir: Path | None) -> Path:
+    folder = run_dir or new_run_dir(loaded.config.training.runs_dir, f"sweep-{loaded.config.name}")
+    start_run_folder(loaded, folder, "sweep", specs)
+    return folder
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        folder = args.resume
+    else:
+        loaded = with_training_overrides(load_config(args.config), **overrides(args))
+        scheme = args.scheme or loaded.config.controller.scheme
+        specs = sweep_specs(scheme, args.bits, args.seeds, not args.no_float_sgld,
+                            loaded.config.controller.update_bits if args.fixed_range else None)
+        folder = start_sweep(loaded, specs, args.run_dir)
+    print(f"dwlab sweep: records in {folder}")
+    results = run_folder(folder, progress=not args.no_progress, keep_going=True)
+    print(summarise(folder, results))
+    return 0
+
+
+def _method(r: dict[str, Any]) -> tuple[str, int | None]:
+    """Group key: float references ignore bits; device runs are grouped by bits."""
+    return (r["scheme"], None) if r["scheme"].startswith("float") else (r["scheme"],
+                                                                         r["update_bits"])
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(folder: Path, results: list[dict[str, Any]]) -> str:
+    """Write sweep.csv, sweep.md and accuracy_vs_bits.png; return the markdown table.
+
+    Failed runs (diverged, refused plans) are listed under the table, not averaged.
+    """
+    loaded, _, meta = open_run_folder(folder)
+    failed = [r for r in results if "failed" in r]
+    results = [r for r in results if "failed" not in r]
+    csv_path = folder / "sweep.csv"
+    csv_path.unlink(missing_ok=True)  # derived from result.json files; rewritten whole
+    with TableWriter(csv_path, RESULT_COLUMNS) as table:
+        for r in results:
+            table.append({**{k: r[k] for k in RESULT_COLUMNS if k in r},
+                          "final_weights_accuracy": r["final_weights"]["accuracy"]})
+    groups: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(_method(r), []).append(r)
+    float_sgd = groups.get(("float_sgd", None))
+    reference = _mean_std([r["accuracy"] for r in float_sgd])[0] if float_sgd else None
+    t = loaded.config.training
+    lines = [
+        f"Test accuracy, {t.model} (width {t.width}) on {t.dataset}, {t.epochs} epochs, "
+        f"seeds {sorted({r['seed'] for r in results})}. Rows with samples > 0: Bayesian model "
+        "average over that many posterior samples; otherwise the final weights. T_eff: mean "
+        "effective temperature the device noise realised.",
+        "",
+        "| method | bits | accuracy (%) | vs float SGD (pp) | NLL | ECE | pulses/weight "
+        "| pulse width x | T_eff | samples | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (scheme, bits), rs in sorted(groups.items(),
+                                     key=lambda kv: (kv[0][1] is not None, kv[0][1] or 0,
+                                                     kv[0][0])):
+        acc, acc_sd = _mean_std([r["accuracy"] for r in rs])
+        nll = statistics.fmean(r["nll"] for r in rs)
+        ece = statistics.fmean(r["ece"] for r in rs)
+        gap = f"{100 * (acc - reference):+.2f}" if reference is not None else "-"
+        pulses = (f"{statistics.fmean(r['pulses_per_weight'] for r in rs):.0f}"
+                  if rs[0]["device_backed"] else "-")
+        scale = f"{rs[0].get('pulse_scale', 1.0):.3g}" if rs[0]["device_backed"] else "-"
+        t_eff = (f"{statistics.fmean(r['effective_temperature_mean'] for r in rs):.3g}"
+                 if rs[0]["device_backed"] and "effective_temperature_mean" in rs[0] else "-")
+        samples = statistics.fmean(r["samples"] for r in rs)
+        lines.append(f"| {scheme} | {bits if bits is not None else '-'} | "
+                     f"{100 * acc:.2f} ± {100 * acc_sd:.2f} | {gap} | {nll:.4f} | {ece:.4f} | "
+                     f"{pulses} | {scale} | {t_eff} | {samples:g} | {len(rs)} |")
+    lines += [f"- failed: {r['label']}: {r['failed']}" for r in failed]
+    table_md = "\n".join(lines) + "\n"
+    atomic_write_text(folder / "sweep.md", table_md)
+    device = sorted((k, v) for k, v in groups.items() if k[1] is not None)
+    if device:
+        refs = {}
+        for name in ("float_sgd", "float_sgld"):
+            if (name, None) in groups:
+                refs[name.replace("_", " ")] = _mean_std(
+                    [r["accuracy"] for r in groups[(name, None)]])[0]
+        stats = [_mean_std([r["accuracy"] for r in rs]) for _, rs in device]
+        plots.accuracy_vs_bits([k[1] for k, _ in device], [s[0] for s in stats],
+                               [s[1] for s in stats], refs, folder / "accuracy_vs_bits.png",
+                               title=f"{t.model} on {t.dataset}")
+    return table_md

@@ -1,0 +1,46 @@
+"""``dwlab virtual-lab --config FILE``: serve the config's virtual lab on 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from dwlab.config import load_config
+from dwlab.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("virtual-lab",
+                       help="serve simulated instruments (SCPI over TCP on 127.0.0.1)")
+    p.add_argument("--config", required=True, help="lab config with a virtual_lab section")
+    p.add_argument("--serve-seconds", type=float, default=None,
+                   help="stop after this long (default: until Ctrl-C)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dwlab.sim.virtual_lab import VirtualLab
+
+    loaded = load_config(args.config)
+    if loaded.config.virtual_lab is None:
+        raise ConfigError("no 'virtual_lab' section", file=str(loaded.path), key="virtual_lab")
+    try:
+        lab = VirtualLab.from_config(loaded).start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen: {exc}", file=str(loaded.path),
+                          key="virtual_lab") from None
+    try:
+        served = loaded.config.virtual_lab.array
+        print(f"virtual lab for array '{served}' (twin {lab.twin.shape}):", flush=True)
+        for role, resource in lab.resources.items():
+            print(f"  {role:6s} {lab.instruments[role].idn}  at {resource}", flush=True)
+        print("Ctrl-C stops it.", file=sys.stderr, flush=True)
+        deadline = None if args.serve_seconds is None else time.monotonic() + args.serve_seconds
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        lab.stop()
+    return 0

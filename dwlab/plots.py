@@ -1,0 +1,81 @@
+"""PNG plots of training records (matplotlib, Agg backend), written atomically."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
+
+from dwlab.records import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def learning_curves(
+    curves: dict[str, dict[str, list[float]]], path: str | Path, title: str = ""
+) -> Path:
+    """Training loss per step and test accuracy per epoch, one line per run label.
+
+    ``curves[label]`` holds lists ``step``, ``loss``, ``epoch``, ``test_accuracy``.
+    """
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, c in curves.items():
+        if c.get("step"):
+            ax_loss.plot(c["step"], c["loss"], label=label, lw=0.8)
+        if c.get("epoch"):
+            ax_acc.plot(c["epoch"], [100 * a for a in c["test_accuracy"]], marker="o",
+                        label=label)
+    ax_loss.set(xlabel="step", ylabel="training loss", yscale="log")
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def accuracy_vs_bits(
+    bits: Sequence[int], accuracy_mean: Sequence[float], accuracy_std: Sequence[float],
+    references: dict[str, float], path: str | Path, title: str = "",
+) -> Path:
+    """Test accuracy of push-pull SGLD against update precision, with float references."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.errorbar(list(bits), [100 * a for a in accuracy_mean],
+                yerr=[100 * s for s in accuracy_std], marker="o", capsize=3,
+                label="push-pull SGLD (twin)")
+    styles = ["--", ":", "-."]
+    for i, (label, acc) in enumerate(references.items()):
+        ax.axhline(100 * acc, ls=styles[i % len(styles)], color=f"C{i + 1}", label=label)
+    ax.set(xlabel="update precision (bits)", ylabel="test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def conductance_histograms(
+    conductances: dict[str, Sequence[float]], path: str | Path, title: str = ""
+) -> Path:
+    """Histogram of device conductances (microsiemens), one panel per array."""
+    n = max(1, len(conductances))
+    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.5), squeeze=False)
+    for ax, (name, g) in zip(axes[0], conductances.items(), strict=True):
+        ax.hist([1e6 * v for v in g], bins=80)
+        ax.set(xlabel="conductance (uS)", ylabel="devices", title=name)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

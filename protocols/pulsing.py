@@ -1,0 +1,394 @@
+"""Protocols that pulse: pulse response, switching statistics, push-pull noise, endurance."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from dwlab.protocols.base import (
+    RECENTER_HELP,
+    Estimate,
+    Protocol,
+    ProtocolParams,
+    RunContext,
+    Target,
+    add_recenter,
+    param,
+    periodic_cap,
+    save_figure,
+)
+
+from dwlab.types import PULL, PUSH, PulseShape
+
+
+def _grid(amplitudes: list[float], widths: list[float]) -> list[PulseShape]:
+    return [PulseShape(a, w) for a in amplitudes for w in widths]
+
+
+def _floats(rows: list[dict[str, str]], key: str) -> np.ndarray:
+    return np.array([float(r[key]) for r in rows])
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PulseResponseParams(ProtocolParams):
+    amplitudes_volts: list[float] = param([0.8, 1.0, 1.2], unit="V", min=0.0,
+                                          help="pulse amplitudes (magnitudes)")
+    widths_seconds: list[float] = param([1e-8], unit="s", min=0.0, help="pulse widths")
+    pulses: int = param(30, min=1, help="pulses per polarity per grid point, read after each")
+    n_averages: int = param(4, min=1, help="reads averaged per conductance reading")
+    recenter_max_pulses: int | None = param(None, min=0, help=RECENTER_HELP)
+
+
+class PulseResponse(Protocol):
+    name = "pulse_response"
+    summary = ("conductance vs pulse number over an amplitude x width grid: push then pull "
+               "from mid-track")
+    Params = PulseResponseParams
+    tables = {"response": ("amplitude_volts", "width_seconds", "polarity", "pulse", "device",
+                           "conductance_siemens")}
+
+    def estimate(self, target: Target) -> Estimate:
+        p, n = self.params, self.devices(target)
+        est = Estimate()
+        grid = _grid(p.amplitudes_volts, p.widths_seconds)
+        for shape in grid:
+            est.add_shape(shape)
+        add_recenter(est, target, n, self.recenter_cap(target))
+        add_recenter(est, target, n, periodic_cap(self.recenter_cap(target), 2 * p.pulses),
+                     len(grid) - 1)
+        est.add_apply(1, n, len(grid) * 2 * p.pulses)
+        est.add_reads(n, p.n_averages, len(grid) * 2 * (p.pulses + 1))
+        est.steps = len(grid) * 2 * p.pulses
+        return est
+
+    def run(self, ctx: RunContext) -> Iterator[None]:
+        p = self.params
+        for i, shape in enumerate(_grid(p.amplitudes_volts, p.widths_seconds)):
+            ctx.recenter(self.recenter_cap(ctx.target) if i == 0 else
+                         periodic_cap(self.recenter_cap(ctx.target), 2 * p.pulses))
+            for polarity in (PUSH, PULL):
+                g = ctx.read(p.n_averages)
+                self._rows(ctx, shape, polarity, 0, g)
+                for k in range(1, p.pulses + 1):
+                    ctx.apply(int(polarity == PUSH), int(polarity == PULL), shape)
+                    self._rows(ctx, shape, polarity, k, ctx.read(p.n_averages))
+                    yield
+
+    def _rows(self, ctx: RunContext, shape: PulseShape, polarity: int, k: int, g) -> None:
+        ctx.write("response", ctx.device_rows(
+            {"amplitude_volts": shape.amplitude_volts, "width_seconds": shape.width_seconds,
+             "polarity": polarity, "pulse": k}, conductance_siemens=g))
+
+    def plot(self, folder: Path, tables: dict) -> list[Path]:
+        import matplotlib.pyplot as plt
+
+        groups: dict = defaultdict(lambda: defaultdict(list))
+        for r in tables["response"]:
+            key = (float(r["amplitude_volts"]), float(r["width_seconds"]))
+            step = int(r["pulse"]) + (0 if int(r["polarity"]) == PUSH else 10**6)
+            groups[key][step].append(float(r["conductance_siemens"]))
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for (a, w), by_step in sorted(groups.items()):
+            steps = sorted(by_step)
+            n_push = max((s for s in steps if s < 10**6), default=0)
+            xs = [s if s < 10**6 else n_push + (s - 10**6) for s in steps]
+            ys = [np.mean(by_step[s]) * 1e6 for s in steps]
+            ax.plot(xs, ys, ".-", label=f"{a:g} V, {w:g} s")
+        ax.set_xlabel("pulse number (push, then pull)")
+        ax.set_ylabel("mean conductance (uS)")
+        ax.set_title("Pulse response")
+        ax.legend(fontsize=7)
+        return [save_figure(fig, folder / "pulse_response.png")]
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SwitchingParams(ProtocolParams):
+    amplitudes_volts: list[float] = param([0.4, 0.7, 1.0, 1.3], unit="V", min=0.0,
+                                          help="pulse amplitudes (magnitudes)")
+    widths_seconds: list[float] = param([5e-9, 1e-8, 2e-8], unit="s", min=0.0,
+                                        help="pulse widths")
+    repeats: int = param(40, min=1, help="push/pull pulse pairs per grid point")
+    n_averages: int = param(8, min=1, help="reads averaged before and after each pulse")
+    recenter_every: int = param(10, min=1, help="re-centre the walls every N repeats")
+    recenter_max_pulses: int | None = param(None, min=0, help=RECENTER_HELP)
+    depinning_threshold_siemens: float | None = param(
+        None, unit="S", min=0.0,
+        help="a step counts as depinned above this (plots); empty means 0.3 x the median "
+             "|step| at the largest amplitude")
+
+
+class SwitchingStatistics(Protocol):
+    name = "switching_statistics"
+    summary = ("single-pulse step distribution per amplitude, width and polarity; depinning "
+               "probability vs amplitude and width")
+    Params = SwitchingParams
+    tables = {"steps": ("amplitude_volts", "width_seconds", "polarity", "repeat", "device",
+                        "g_before_siemens", "g_after_siemens", "delta_siemens")}
+
+    def estimate(self, target: Target) -> Estimate:
+        p, n = self.params, self.devices(target)
+        grid = _grid(p.amplitudes_volts, p.widths_seconds)
+        est = Estimate()
+        for shape in grid:
+            est.add_shape(shape)
+        recenters = len(grid) * -(-p.repeats // p.recenter_every)
+        add_recenter(est, target, n, self.recenter_cap(target))
+        cap = self.recenter_cap(target)
+        add_recenter(est, target, n, periodic_cap(cap, 2 * p.recenter_every), recenters - 1)
+        est.add_apply(1, n, len(grid) * p.repeats * 2)
+        est.add_reads(n, p.n_averages, len(grid) * p.repeats * 2 + recenters)
+        est.steps = len(grid) * p.repeats
+        return est
+
+    def run(self, ctx: RunContext) -> Iterator[None]:
+        p = self.params
+        first = True
+        for shape in _grid(p.amplitudes_volts, p.widths_seconds):
+            g = None
+            for r in range(p.repeats):
+                if r % p.recenter_every == 0:
+                    cap = self.recenter_cap(ctx.target)
+                    ctx.recenter(cap if first else periodic_cap(cap, 2 * p.recenter_every))
+                    first = False
+                    g = ctx.read(p.n_averages)
+                rows = []
+                for polarity in (PUSH, PULL):
+                    ctx.apply(int(polarity == PUSH), int(polarity == PULL), shape)
+                    after = ctx.read(p.n_averages)
+                    rows += ctx.device_rows(
+                        {"amplitude_volts": shape.amplitude_volts,
+                         "width_seconds": shape.width_seconds, "polarity": polarity,
+                         "repeat": r},
+                        g_before_siemens=g, g_after_siemens=after, delta_siemens=after - g)
+                    g = after
+                ctx.write("steps", rows)
+                yield
+
+    def plot(self, folder: Path, tables: dict) -> list[Path]:
+        import matplotlib.pyplot as plt
+
+        rows = tables["steps"]
+        meta_threshold = self.params.depinning_threshold_siemens
+        delta = _floats(rows, "delta_siemens")
+        amp, width = _floats(rows, "amplitude_volts"), _floats(rows, "width_seconds")
+        pol = _floats(rows, "polarity")
+        if meta_threshold is None:
+            at_max = amp == amp.max()
+            meta_threshold = 0.3 * float(np.median(np.abs(delta[at_max])))
+        out = []
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for w in sorted(set(width)):
+            for s, style in ((PUSH, "o-"), (PULL, "s--")):
+                amps = sorted(set(amp))
+                prob = [float(np.mean(np.abs(delta[(amp == a) & (width == w) & (pol == s)])
+                                      > meta_threshold)) for a in amps]
+                ax.plot(amps, prob, style, label=f"{w:g} s, {'push' if s > 0 else 'pull'}")
+        ax.set_xlabel("amplitude (V)")
+        ax.set_ylabel(f"P(|step| > {meta_threshold:.3g} S)")
+        ax.set_title("Depinning probability")
+        ax.legend(fontsize=7)
+        out.append(save_figure(fig, folder / "depinning.png"))
+        keys = sorted({(a, w) for a, w in zip(amp, width, strict=True)})
+        cols = min(4, len(keys))
+        nrows = -(-len(keys) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.5 * nrows), squeeze=False)
+        for ax, (a, w) in zip(axes.flat, keys, strict=False):
+            for s, colour in ((PUSH, "tab:red"), (PULL, "tab:blue")):
+                sel = (amp == a) & (width == w) & (pol == s)
+                ax.hist(delta[sel] * 1e6, bins=30, alpha=0.5, color=colour,
+                        label="push" if s > 0 else "pull")
+            ax.set_title(f"{a:g} V, {w:g} s", fontsize=8)
+            ax.tick_params(labelsize=7)
+        for ax in list(axes.flat)[len(keys):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7)
+        fig.supxlabel("step (uS)")
+        out.append(save_figure(fig, folder / "step_histograms.png"))
+        return out
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushPullParams(ProtocolParams):
+    budgets: list[int] = param([8, 16, 32], min=1, help="pulse budgets K = n+ + n-")
+    net_fractions: list[float] = param(
+        [-1.0, -0.5, 0.0, 0.5, 1.0], min=-1.0, max=1.0,
+        help="n+ - n- as a fraction of K (rounded to the parity of K)")
+    repeats: int = param(10, min=1, help="repeats of every (K, n+ - n-) update")
+    n_averages: int = param(8, min=1, help="reads averaged before and after each update")
+    amplitude_volts: float | None = param(None, unit="V", min=0.0,
+                                          help="pulse amplitude; empty means nominal")
+    width_seconds: float | None = param(None, unit="s", min=0.0,
+                                        help="pulse width; empty means nominal")
+    recenter_max_pulses: int | None = param(None, min=0, help=RECENTER_HELP)
+
+
+def _nets(budget: int, fractions: list[float]) -> list[int]:
+    """Distinct n+ - n- values with the parity of K, ordered +/- alternately (no drift)."""
+    nets = []
+    for f in fractions:
+        net = int(round(f * budget))
+        if (net - budget) % 2:
+            net -= 1 if net > 0 else -1
+        if net not in nets:
+            nets.append(net)
+    return sorted(nets, key=lambda v: (-abs(v), -v))
+
+
+class PushPullNoise(Protocol):
+    name = "push_pull_noise"
+    summary = ("mean update vs n+ - n- and variance vs pulse budget K: the check that the "
+               "device can carry SGLD")
+    Params = PushPullParams
+    tables = {"updates": ("budget", "net", "n_push", "n_pull", "repeat", "device",
+                          "delta_siemens")}
+
+    def _shape(self, target: Target) -> PulseShape:
+        p = self.params
+        nominal = target.nominal_pulse
+        return PulseShape(
+            nominal.amplitude_volts if p.amplitude_volts is None else p.amplitude_volts,
+            nominal.width_seconds if p.width_seconds is None else p.width_seconds,
+        )
+
+    def estimate(self, target: Target) -> Estimate:
+        p, n = self.params, self.devices(target)
+        est = Estimate()
+        est.add_shape(self._shape(target))
+        updates = sum(len(_nets(k, p.net_fractions)) for k in p.budgets) * p.repeats
+        add_recenter(est, target, n, self.recenter_cap(target), len(p.budgets) * p.repeats)
+        for k in p.budgets:
+            est.add_apply(k, n, len(_nets(k, p.net_fractions)) * p.repeats)
+        est.add_reads(n, p.n_averages, updates + len(p.budgets) * p.repeats)
+        est.steps = updates
+        return est
+
+    def run(self, ctx: RunContext) -> Iterator[None]:
+        p = self.params
+        shape = self._shape(ctx.target)
+        for k in p.budgets:
+            for r in range(p.repeats):
+                ctx.recenter(self.recenter_cap(ctx.target))
+                g = ctx.read(p.n_averages)
+                for net in _nets(k, p.net_fractions):
+                    n_push, n_pull = (k + net) // 2, (k - net) // 2
+                    ctx.apply(n_push, n_pull, shape)
+                    after = ctx.read(p.n_averages)
+                    ctx.write("updates", ctx.device_rows(
+                        {"budget": k, "net": net, "n_push": n_push, "n_pull": n_pull,
+                         "repeat": r}, delta_siemens=after - g))
+                    g = after
+                    yield
+
+    def plot(self, folder: Path, tables: dict) -> list[Path]:
+        import matplotlib.pyplot as plt
+
+        rows = tables["updates"]
+        k, net = _floats(rows, "budget"), _floats(rows, "net")
+        delta = _floats(rows, "delta_siemens") * 1e6
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        for budget in sorted(set(k)):
+            nets = sorted(set(net[k == budget]))
+            means = [delta[(k == budget) & (net == v)].mean() for v in nets]
+            a1.plot(nets, means, "o-", label=f"K = {budget:g}")
+        a1.set_xlabel("n+ - n-")
+        a1.set_ylabel("mean update (uS)")
+        a1.legend(fontsize=8)
+        budgets = sorted(set(k))
+        # Cycle-to-cycle variance: over repeats of one update on one device (device-to-device
+        # differences of the mean would otherwise grow like K^2), pooled over nets and devices.
+        device = _floats(rows, "device")
+        variances = []
+        for budget in budgets:
+            on = k == budget
+            parts = [delta[on & (net == v) & (device == d)]
+                     for v in set(net[on]) for d in set(device[on])]
+            variances.append(np.mean([np.var(part, ddof=1) for part in parts if len(part) > 1]))
+        a2.plot(budgets, variances, "o", label="measured")
+        if len(budgets) > 1:
+            slope, icpt = np.polyfit(budgets, variances, 1)
+            xs = np.linspace(0, max(budgets), 50)
+            a2.plot(xs, slope * xs + icpt, "-", label=f"linear fit, {slope:.3g} uS^2/pulse")
+        a2.set_xlabel("pulse budget K")
+        a2.set_ylabel("update variance (uS^2)")
+        a2.legend(fontsize=8)
+        fig.suptitle("Push-pull noise")
+        return [save_figure(fig, folder / "push_pull_noise.png")]
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnduranceParams(ProtocolParams):
+    cycles: int = param(100, min=1, help="push-pull cycles")
+    pulses_per_cycle: int = param(10, min=1, help="pulses per half-cycle")
+    n_averages: int = param(1, min=1, help="reads averaged after each half-cycle")
+    amplitude_volts: float | None = param(None, unit="V", min=0.0,
+                                          help="pulse amplitude; empty means nominal")
+    width_seconds: float | None = param(None, unit="s", min=0.0,
+                                        help="pulse width; empty means nominal")
+
+
+class Endurance(Protocol):
+    name = "endurance"
+    summary = "many push-pull cycles: conductance after each half-cycle vs cycle number"
+    Params = EnduranceParams
+    tables = {"cycles": ("cycle", "device", "g_after_push_siemens", "g_after_pull_siemens")}
+
+    def _shape(self, target: Target) -> PulseShape:
+        p = self.params
+        nominal = target.nominal_pulse
+        return PulseShape(
+            nominal.amplitude_volts if p.amplitude_volts is None else p.amplitude_volts,
+            nominal.width_seconds if p.width_seconds is None else p.width_seconds,
+        )
+
+    def estimate(self, target: Target) -> Estimate:
+        p, n = self.params, self.devices(target)
+        est = Estimate()
+        est.add_shape(self._shape(target))
+        est.add_apply(p.pulses_per_cycle, n, 2 * p.cycles)
+        est.add_reads(n, p.n_averages, 2 * p.cycles)
+        est.steps = p.cycles
+        return est
+
+    def run(self, ctx: RunContext) -> Iterator[None]:
+        p = self.params
+        shape = self._shape(ctx.target)
+        for c in range(p.cycles):
+            ctx.apply(p.pulses_per_cycle, 0, shape)
+            high = ctx.read(p.n_averages)
+            ctx.apply(0, p.pulses_per_cycle, shape)
+            low = ctx.read(p.n_averages)
+            ctx.write("cycles", ctx.device_rows(
+                {"cycle": c}, g_after_push_siemens=high, g_after_pull_siemens=low))
+            yield
+
+    def plot(self, folder: Path, tables: dict) -> list[Path]:
+        import matplotlib.pyplot as plt
+
+        rows = tables["cycles"]
+        cycle = _floats(rows, "cycle")
+        high, low = _floats(rows, "g_after_push_siemens"), _floats(rows, "g_after_pull_siemens")
+        cycles = sorted(set(cycle))
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot(cycles, [high[cycle == c].mean() * 1e6 for c in cycles], ".-",
+                label="after push")
+        ax.plot(cycles, [low[cycle == c].mean() * 1e6 for c in cycles], ".-", label="after pull")
+        ax.set_xlabel("cycle")
+        ax.set_ylabel("mean conductance (uS)")
+        ax.set_title("Endurance")
+        ax.legend()
+        return [save_figure(fig, folder / "endurance.png")]

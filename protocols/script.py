@@ -1,0 +1,207 @@
+"""Protocol scripts: a YAML sequence of protocols with parameters and sweeps.
+
+Example (``lab_configs/protocols/standard.yaml``)::
+
+    name: standard
+    lab_config: ../default.yaml     # relative to this file
+    array: main
+    shape: [8, 8]                   # for twins that the lab config does not size
+    steps:
+      - protocol: device_map
+      - protocol: switching_statistics
+        params: {repeats: 40}
+        sweep: {n_averages: [4, 8]}  # one run per value (cartesian product over keys)
+
+The whole script (every expanded step) is checked against the array's limits before the
+first pulse. A run writes one folder with the script's metadata and one sub-folder per step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dwlab.protocols.base import (
+    Estimate,
+    Protocol,
+    RunResult,
+    Target,
+    Timing,
+    jsonable,
+    preflight,
+    run_protocol,
+)
+from dwlab.protocols.registry import get_protocol
+
+from dwlab.config import from_data, read_yaml, to_data
+from dwlab.device import DeviceArray
+from dwlab.errors import ConfigError, ProtocolError
+from dwlab.records import atomic_write_json, base_metadata, new_run_dir, now_iso
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    protocol: str
+    params: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, list[Any]] = field(default_factory=dict)
+    """Parameter name -> values; the step runs once per combination."""
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class ScriptConfig:
+    name: str
+    lab_config: str
+    """Lab config file (relative to the script) that names the array."""
+    steps: list[StepConfig]
+    array: str = "main"
+    shape: list[int] | None = None
+    """Shape for twin arrays that the lab config leaves unsized."""
+    seed_offset: int = 0
+    max_duration_seconds: float | None = None
+    """Refuse the script if its estimated duration is longer."""
+    timing: Timing = field(default_factory=Timing)
+
+    def validate(self) -> None:
+        if not self.steps:
+            raise ValueError("steps must list at least one protocol")
+        if self.shape is not None and (not self.shape or min(self.shape) < 1):
+            raise ValueError("shape must be a list of positive integers")
+
+
+@dataclass
+class ScriptStep:
+    label: str
+    protocol: Protocol
+
+
+@dataclass
+class Script:
+    config: ScriptConfig
+    steps: list[ScriptStep]
+    path: Path | None = None
+
+    def lab_config_path(self) -> Path:
+        p = Path(self.config.lab_config)
+        if p.is_absolute() or self.path is None:
+            return p
+        return self.path.parent / p
+
+    def check(self, target: Target) -> list[Estimate]:
+        """Every step's estimate, refusing the script before any pulse if one breaks a limit
+        or the total duration is too long."""
+        timing = self.config.timing
+        estimates = []
+        for step in self.steps:
+            try:
+                estimates.append(step.protocol.check(target, timing=timing))
+            except ProtocolError as exc:
+                raise type(exc)(f"step '{step.label}': {exc}") from None
+            except ValueError as exc:  # PulseLimitError keeps its type
+                raise type(exc)(f"step '{step.label}': {exc}") from None
+        total = sum(e.duration_seconds(timing) for e in estimates)
+        limit = self.config.max_duration_seconds
+        if limit is not None and total > limit:
+            raise ProtocolError(
+                f"script '{self.config.name}': estimated duration {total:.1f} s exceeds "
+                f"max_duration_seconds {limit:.1f} s"
+            )
+        return estimates
+
+
+def _expand(step: StepConfig, index: int, file: str | None) -> list[ScriptStep]:
+    where = f"steps[{index}]"
+    try:
+        cls = get_protocol(step.protocol)
+    except ProtocolError as exc:
+        where_msg = ConfigError(str(exc), file=file, key=f"{where}.protocol")
+        raise ProtocolError(str(where_msg)) from None
+    cls.from_data(step.params, file=file, key=f"{where}.params")
+    names = list(step.sweep)
+    for name in names:
+        if not isinstance(step.sweep[name], list) or not step.sweep[name]:
+            where_msg = ConfigError("a sweep needs a non-empty list of values", file=file,
+                                    key=f"{where}.sweep.{name}")
+            raise ProtocolError(str(where_msg))
+    label = step.label or step.protocol
+    out = []
+    for values in itertools.product(*(step.sweep[n] for n in names)):
+        data = {**step.params, **dict(zip(names, values, strict=True))}
+        protocol = cls.from_data(data, file=file, key=f"{where}.sweep" if names else
+                                 f"{where}.params")
+        suffix = "".join(f"-{n}={v}" for n, v in zip(names, values, strict=True))
+        out.append(ScriptStep(label + suffix, protocol))
+    return out
+
+
+def script_from_data(data: Any, file: str | None = None, path: Path | None = None) -> Script:
+    """Validate script data; every error is one ProtocolError naming the file and key."""
+    try:
+        config = from_data(ScriptConfig, data, file=file)
+    except ConfigError as exc:
+        raise ProtocolError(str(exc)) from None
+    steps = []
+    for i, step in enumerate(config.steps):
+        steps.extend(_expand(step, i, file))
+    return Script(config, steps, path)
+
+
+def load_script(path: str | Path) -> Script:
+    path = Path(path)
+    try:
+        data = read_yaml(path)
+    except ConfigError as exc:
+        raise ProtocolError(str(exc)) from None
+    return script_from_data(data, file=str(path), path=path)
+
+
+@dataclass
+class ScriptResult:
+    folder: Path
+    status: str
+    steps: list[RunResult]
+
+
+def run_script(script: Script, array: DeviceArray, runs_dir: str | Path, *,
+               progress: bool = True, seed: int | None = None,
+               extra_metadata: dict[str, Any] | None = None) -> ScriptResult:
+    """Run every step into ``runs_dir/<time>-<name>/NN-<label>``; stop at an interruption.
+
+    The whole script is checked first, so a limit breach anywhere refuses before any pulse.
+    """
+    info = array.describe()
+    estimates = script.check(Target.from_info(info))
+    for step, estimate in zip(script.steps, estimates, strict=True):
+        preflight(array, info, estimate, f"step '{step.label}'")
+    folder = new_run_dir(runs_dir, script.config.name)
+    meta = base_metadata("protocol_script", seed=seed, script=to_data(script.config),
+                         script_file=str(script.path) if script.path else None,
+                         steps=[s.label for s in script.steps],
+                         estimates=[e.to_data(script.config.timing) for e in estimates],
+                         status="running", **jsonable(extra_metadata or {}))
+    atomic_write_json(folder / "metadata.json", meta)
+    results: list[RunResult] = []
+    status = "failed"
+    try:
+        for i, step in enumerate(script.steps):
+            result = run_protocol(step.protocol, array, folder / f"{i:02d}-{step.label}",
+                                  seed=seed, progress=progress, timing=script.config.timing,
+                                  extra_metadata={"script": script.config.name,
+                                                  "step": step.label})
+            results.append(result)
+            if result.status != "completed":
+                status = result.status
+                break
+        else:
+            status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        array.safe_state()
+        meta.update(status=status, finished=now_iso(),
+                    completed_steps=[r.folder.name for r in results if r.status == "completed"])
+        atomic_write_json(folder / "metadata.json", meta)
+    return ScriptResult(folder, status, results)

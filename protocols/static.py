@@ -1,0 +1,274 @@
+"""Protocols about states rather than steps: read noise and disturb, retention, device map."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from dwlab.protocols.base import (
+    RECENTER_HELP,
+    Estimate,
+    Protocol,
+    ProtocolParams,
+    RunContext,
+    Target,
+    add_recenter,
+    param,
+    save_figure,
+)
+from dwlab.protocols.pulsing import _floats
+
+from dwlab.types import PulseShape
+
+
+@dataclass(frozen=True)
+class ReadNoiseParams(ProtocolParams):
+    reads: int = param(200, min=2, help="single reads that measure read noise")
+    disturb_reads: int = param(300, min=0,
+                               help="further single reads that probe read disturb (drift)")
+    recenter_max_pulses: int | None = param(None, min=0, help=RECENTER_HELP)
+
+
+class ReadNoise(Protocol):
+    name = "read_noise"
+    summary = ("repeated single reads of an unpulsed array: read noise, then read disturb "
+               "(drift of the mean over many reads)")
+    Params = ReadNoiseParams
+    tables = {"reads": ("phase", "read", "device", "conductance_siemens")}
+
+    def estimate(self, target: Target) -> Estimate:
+        p, n = self.params, self.devices(target)
+        est = Estimate()
+        add_recenter(est, target, n, self.recenter_cap(target))
+        est.add_reads(n, 1, p.reads + p.disturb_reads)
+        est.steps = p.reads + p.disturb_reads
+        return est
+
+    def run(self, ctx: RunContext) -> Iterator[None]:
+        p = self.params
+        ctx.recenter(self.recenter_cap(ctx.target))
+        for i in range(p.reads + p.disturb_reads):
+            g = ctx.read(1)
+            phase = "noise" if i < p.reads else "disturb"
+            ctx.write("reads", ctx.device_rows({"phase": phase, "read": i},
+                                               conductance_siemens=g))
+            yield
+
+    def plot(self, folder: Path, tables: dict) -> list[Path]:
+        import matplotlib.pyplot as plt
+
+        rows = tables["reads"]
+        g, device, read = (_floats(rows, k) for k in ("conductance_siemens", "device", "read"))
+        noise = np.array([r["phase"] == "noise" for r in rows])
+        devices = sorted(set(device))
+        deviation = np.empty_like(g)
+        for d in devices:
+            sel = (device == d) & noise
+            deviation[device == d] = g[device == d] - (g[sel].mean() if sel.any() else 0.0)
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        a1.hist(deviation[noise] * 1e6, bins=40)
+        sd = deviation[noise].std(ddof=1) * 1e6 if noise.sum() > 1 else float("nan")
+        a1.set_title(f"read noise: sd {sd:.3g} uS")
+        a1.set_xlabel("read minus device mean (uS)")
+        reads = sorted(set(read))
+        a2.plot(reads, [deviation[read == i].mean() * 1e6 for i in reads], ",")
+        a2.set_xlabel("read number")
+        a2.set_ylabel("mean deviation over devices (uS)")
+        a2.set_title("read disturb")
+        return [save_figure(fig, folder / "read_noise.png")]
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetentionParams(ProtocolParams):
+    times_seconds: list[float] = param([0.0, 1.0, 10.0, 100.0], unit="s", min=0.0,
+                                       help="read times after programming")
+    program_pulses: int = param(20, min=-4096, max=4096,
+                                help="net nominal pulses applied from mid-track (push > 0)")
+    n_averages: int = param(4, min=1, help="reads averaged per reading")
+    recenter_max_pulses: int | None = param(None, min=0, help=RECENTER_HELP)
+
+    def validate(self) -> None:
+        super().validate()
+        if list(self.times_seconds) != sorted(self.times_seconds):
+            raise ValueError("times_seconds must be in increasing order")
+
+
+class Retention(Protocol):
+    name = "retention"
+    summary = ("conductance over time after programming (simulated time on arrays offering "
+               "advance_time, real waiting on hardware)")
+    Params = RetentionParams
+    tables = {"retention": ("time_seconds", "device", "conductance_siemens")}
+
+    def estimate(self, target: Target) -> Estimate:
+        p, n = self.params, self.devices(target)
+        est = Estimate()
+        add_recenter(est, target, n, self.recenter_cap(target))
+        est.add_apply(abs(p.program_pulses), n)
+        est.add_reads(n, p.n_averages, len(p.times_seconds))
+        est.wait_seconds = max(p.times_seconds)
+        est.steps = len(p.times_seconds)
+        return est
+
+    def run(self, ctx: RunContext) -> Iterator[None]:
+        p = self.params
+        ctx.recenter(self.recenter_cap(ctx.target))
+        if p.program_pulses:
+            ctx.apply(max(p.program_pulses, 0), max(-p.program_pulses, 0),
+                      ctx.target.nominal_pulse)
+        start = ctx.clock.now()
+        for t in p.times_seconds:
+            ctx.clock.wait(start + t - ctx.clock.now())
+            g = ctx.read(p.n_averages)
+            elapsed = ctx.clock.now() - start
+            ctx.write("retention", ctx.device_rows({"time_seconds": elapsed},
+                                                   conductance_siemens=g))
+            yield
+
+    def plot(self, folder: Path, tables: dict) -> list[Path]:
+        import matplotlib.pyplot as plt
+
+        rows = tables["retention"]
+        t, g, device = (_floats(rows, k) for k in ("time_seconds", "conductance_siemens",
+                                                    "device"))
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for d in sorted(set(device))[:16]:
+            sel = device == d
+            ax.plot(t[sel], g[sel] * 1e6, ".-", lw=0.8)
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("time after programming (s)")
+        ax.set_ylabel("conductance (uS)")
+        ax.set_title("Retention (first 16 devices)")
+        return [save_figure(fig, folder / "retention.png")]
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceMapParams(ProtocolParams):
+    saturate_pulses: int = param(300, min=1,
+                                 help="pulses per saturating burst towards a track end")
+    max_bursts: int = param(4, min=2,
+                            help="bursts per end at most; saturation is confirmed by a burst "
+                                 "that no longer moves the conductance")
+    settle_fraction: float = param(0.05, min=0.0, max=1.0,
+                                   help="a burst moving G by less than this fraction of the "
+                                        "nominal range (and less than a quarter of its nominal "
+                                        "movement) means the wall is at the end")
+    step_pulses: int = param(20, min=1, help="nominal pulses whose mean step is mapped")
+    n_averages: int = param(16, min=1, help="reads averaged per reading")
+    amplitude_volts: float | None = param(None, unit="V", min=0.0,
+                                          help="saturating pulse amplitude; empty: nominal")
+    width_seconds: float | None = param(None, unit="s", min=0.0,
+                                        help="saturating pulse width; empty: nominal")
+    recenter_max_pulses: int | None = param(None, min=0, help=RECENTER_HELP)
+
+
+class DeviceMap(Protocol):
+    name = "device_map"
+    summary = ("per device: conductance at both track ends (saturation confirmed) and mean "
+               "step per nominal pulse of each polarity")
+    Params = DeviceMapParams
+    tables = {"devices": ("device", "index", "g_max_siemens", "g_min_siemens", "saturated",
+                          "step_push_siemens", "step_pull_siemens")}
+
+    def _saturating(self, target: Target) -> PulseShape:
+        nominal, p = target.nominal_pulse, self.params
+        return PulseShape(
+            nominal.amplitude_volts if p.amplitude_volts is None else p.amplitude_volts,
+            nominal.width_seconds if p.width_seconds is None else p.width_seconds,
+        )
+
+    def _chunks(self, target: Target) -> list[int]:
+        """One saturating burst split into applies the limits allow."""
+        total, cap = self.params.saturate_pulses, target.limits.max_pulses_per_device
+        return [cap] * (total // cap) + ([total % cap] if total % cap else [])
+
+    def estimate(self, target: Target) -> Estimate:
+        p, n = self.params, self.devices(target)
+        est = Estimate()
+        est.add_shape(self._saturating(target))
+        est.add_shape(target.nominal_pulse)
+        for chunk in self._chunks(target):
+            est.add_apply(chunk, n, 2 * p.max_bursts)
+        add_recenter(est, target, n, self.recenter_cap(target))
+        est.add_apply(p.step_pulses, n, 2)
+        est.add_reads(n, p.n_averages, 2 * (p.max_bursts + 1) + 3)
+        est.steps = 4
+        return est
+
+    def _saturate(self, ctx: RunContext, polarity: int):
+        """Bursts towards one end until a burst no longer moves any selected device (or
+        ``max_bursts``); returns the conductances and which devices settled."""
+        p = self.params
+        shape = self._saturating(ctx.target)
+        t = ctx.target
+        tolerance = p.settle_fraction * (t.conductance_max_siemens - t.conductance_min_siemens)
+        if t.step_siemens > 0:  # a burst that still moves moves by about step x pulses
+            tolerance = min(tolerance, 0.25 * t.step_siemens * p.saturate_pulses)
+        g = ctx.read(p.n_averages)
+        settled = None
+        for _ in range(p.max_bursts):
+            for chunk in self._chunks(ctx.target):
+                ctx.apply(chunk if polarity > 0 else 0, chunk if polarity < 0 else 0, shape)
+            new = ctx.read(p.n_averages)
+            settled = (new - g).abs() < tolerance
+            g = new
+            if bool(settled.all()):
+                break
+        return g, settled
+
+    def run(self, ctx: RunContext) -> Iterator[None]:
+        p = self.params
+        g_max, top = self._saturate(ctx, +1)
+        yield
+        g_min, bottom = self._saturate(ctx, -1)
+        yield
+        ctx.recenter(self.recenter_cap(ctx.target))
+        before = ctx.read(p.n_averages)
+        ctx.apply(p.step_pulses, 0, ctx.target.nominal_pulse)
+        mid = ctx.read(p.n_averages)
+        step_push = (mid - before) / p.step_pulses
+        yield
+        ctx.apply(0, p.step_pulses, ctx.target.nominal_pulse)
+        after = ctx.read(p.n_averages)
+        step_pull = (mid - after) / p.step_pulses
+        shape = ctx.info.shape
+        rows = ctx.device_rows({}, g_max_siemens=g_max, g_min_siemens=g_min,
+                               saturated=(top & bottom).long(), step_push_siemens=step_push,
+                               step_pull_siemens=step_pull)
+        for row in rows:
+            row["index"] = "x".join(str(int(i)) for i in np.unravel_index(row["device"], shape))
+        ctx.write("devices", rows)
+        yield
+
+    def plot(self, folder: Path, tables: dict) -> list[Path]:
+        import matplotlib.pyplot as plt
+
+        rows = tables["devices"]
+        index = [tuple(int(v) for v in r["index"].split("x")) for r in rows]
+        ndim = len(index[0])
+        shape = tuple(max(i[k] for i in index) + 1 for k in range(ndim))
+        if ndim != 2:
+            shape = (1, len(rows))
+            index = [(0, int(r["device"])) for r in rows]
+        quantities = [("g_max_siemens", "G at push end (uS)"),
+                      ("g_min_siemens", "G at pull end (uS)"),
+                      ("step_push_siemens", "push step (uS)"),
+                      ("step_pull_siemens", "pull step (uS)")]
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+        for ax, (key, title) in zip(axes, quantities, strict=True):
+            grid = np.full(shape, np.nan)
+            for (r, c), row in zip(index, rows, strict=True):
+                grid[r, c] = float(row[key]) * 1e6
+            im = ax.imshow(grid, cmap="viridis", aspect="auto")
+            ax.set_title(title, fontsize=9)
+            fig.colorbar(im, ax=ax)
+        fig.suptitle("Device-to-device map")
+        return [save_figure(fig, folder / "device_map.png")]

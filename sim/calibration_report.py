@@ -1,0 +1,157 @@
+"""The fit report of a calibration: parameter table, goodness of fit, residual and overlay
+plots (measured vs simulated), written into one folder."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from dwlab.sim.calibration import FITTED, UNITS, Calibration, KSResult, model_mean_step
+
+from dwlab.records import TableWriter, atomic_write_bytes, atomic_write_text
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _label(key: tuple[float, float, int]) -> str:
+    return f"{key[0]:g} V, {key[1]:g} s, {'push' if key[2] > 0 else 'pull'}"
+
+
+def write_report(folder: Path, cal: Calibration, ks: list[KSResult], simulated: dict,
+                 alpha: float, passed: bool) -> list[Path]:
+    """Write tables, a markdown summary and PNG plots; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    with TableWriter(folder / "parameters.csv", ["name", "value", "stderr", "unit"]) as t:
+        t.append_rows([{"name": n, "value": f"{getattr(cal.params, n):.6g}",
+                        "stderr": f"{cal.stderr[n]:.3g}", "unit": UNITS[n]} for n in FITTED])
+    written.append(folder / "parameters.csv")
+    with TableWriter(folder / "goodness_of_fit.csv",
+                     ["amplitude_volts", "width_seconds", "polarity", "n_measured",
+                      "n_simulated", "ks_statistic", "p_value", "p_value_iid",
+                      "design_effect_measured", "design_effect_simulated"]) as t:
+        t.append_rows([{"amplitude_volts": r.amplitude_volts, "width_seconds": r.width_seconds,
+                        "polarity": r.polarity, "n_measured": r.n_measured,
+                        "n_simulated": r.n_simulated, "ks_statistic": f"{r.statistic:.4f}",
+                        "p_value": f"{r.p_value:.4g}", "p_value_iid": f"{r.p_value_iid:.4g}",
+                        "design_effect_measured": f"{r.design_effect_measured:.3f}",
+                        "design_effect_simulated": f"{r.design_effect_simulated:.3f}"}
+                       for r in ks])
+    written.append(folder / "goodness_of_fit.csv")
+
+    # 1. held-out measured vs simulated step distributions, overlaid
+    keys = [(r.amplitude_volts, r.width_seconds, r.polarity) for r in ks]
+    p_of = {k: r.p_value for k, r in zip(keys, ks, strict=True)}
+    cols = min(6, max(1, len(keys)))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.9 * rows), squeeze=False,
+                             layout="constrained")
+    for ax, key in zip(axes.flat, keys, strict=False):
+        m, s = cal.heldout[key].delta * 1e6, simulated[key].delta * 1e6
+        bins = np.histogram_bin_edges(np.concatenate([m, s]), bins=25)
+        ax.hist(m, bins=bins, density=True, alpha=0.5, color="tab:blue", label="measured")
+        ax.hist(s, bins=bins, density=True, histtype="step", lw=1.5, color="tab:red",
+                label="simulated")
+        ax.set_title(f"{_label(key)}\nKS p = {p_of[key]:.2g}", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.supxlabel("step (uS), held-out measurements vs twin from calibration")
+    written.append(_save(fig, folder / "overlay_step_distributions.png"))
+
+    # 2. mean and spread of steps vs amplitude: measured, model, simulated
+    fit = cal.fit_conditions
+    widths = sorted({c["width_seconds"] for c in fit})
+    fig, axes = plt.subplots(2, len(widths), figsize=(4.2 * len(widths), 6.5), squeeze=False)
+    amps = np.linspace(min(c["amplitude_volts"] for c in fit),
+                       max(c["amplitude_volts"] for c in fit), 100)
+    for j, w in enumerate(widths):
+        for pol, colour in ((1, "tab:red"), (-1, "tab:blue")):
+            cs = sorted((c for c in fit if c["width_seconds"] == w and c["polarity"] == pol),
+                        key=lambda c: c["amplitude_volts"])
+            a = [c["amplitude_volts"] for c in cs]
+            name = "push" if pol > 0 else "pull"
+            se = [c["sd_siemens"] / np.sqrt(c["n"]) * 1e6 for c in cs]
+            axes[0, j].errorbar(a, [c["mean_siemens"] * 1e6 for c in cs], yerr=se, fmt="o",
+                                color=colour, label=f"measured {name}")
+            axes[0, j].plot(amps, [model_mean_step(cal, x, w, pol) * 1e6 for x in amps], "-",
+                            color=colour, lw=1, label=f"model {name}")
+            sim = [simulated.get((x, w, pol)) for x in a]
+            axes[0, j].plot([x for x, v in zip(a, sim, strict=True) if v is not None],
+                            [v.delta.mean() * 1e6 for v in sim if v is not None], "x", ms=9,
+                            color="k", label="simulated" if pol > 0 else None)
+            axes[1, j].plot(a, [c["sd_siemens"] * 1e6 for c in cs], "o", color=colour,
+                            label=f"measured {name}")
+            axes[1, j].plot([x for x, v in zip(a, sim, strict=True) if v is not None],
+                            [v.delta.std(ddof=1) * 1e6 for v in sim if v is not None], "x",
+                            ms=9,
+                            color="k", label="simulated" if pol > 0 else None)
+        axes[0, j].set_title(f"width {w:g} s", fontsize=9)
+        axes[0, j].set_ylabel("mean step (uS)")
+        axes[1, j].set_ylabel("step sd (uS)")
+        axes[1, j].set_xlabel("amplitude (V)")
+    axes[0, 0].legend(fontsize=6)
+    axes[1, 0].legend(fontsize=6)
+    fig.suptitle("Step mean and spread: measured (fit set), fitted model, simulated twin")
+    written.append(_save(fig, folder / "overlay_step_moments.png"))
+
+    # 3. residuals of the condition means against the model, in standard errors
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for pol, marker in ((1, "o"), (-1, "s")):
+        for w in widths:
+            cs = [c for c in fit if c["width_seconds"] == w and c["polarity"] == pol]
+            res = [(c["mean_siemens"] - model_mean_step(cal, c["amplitude_volts"], w, pol))
+                   / (c["sd_siemens"] / np.sqrt(c["n"])) for c in cs]
+            ax.plot([c["amplitude_volts"] for c in cs], res, marker, alpha=0.7,
+                    label=f"{'push' if pol > 0 else 'pull'}, {w:g} s")
+    ax.axhline(0, color="k", lw=0.8)
+    for y in (-2, 2):
+        ax.axhline(y, color="grey", lw=0.6, ls="--")
+    ax.set_xlabel("amplitude (V)")
+    ax.set_ylabel("(measured - model) / se")
+    ax.set_title("Residuals of mean step")
+    ax.legend(fontsize=6, ncol=2)
+    written.append(_save(fig, folder / "residuals.png"))
+
+    # 4. per-device estimates (device-to-device spread)
+    e = cal.per_device
+    panels = [("mu_push", "mu push (track)"), ("mu_pull", "mu pull (track)"),
+              ("v_th", "v_th (V)"), ("g_max", "G_P (S)"), ("g_min", "G_AP (S)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8))
+    for ax, (k, title) in zip(axes, panels, strict=True):
+        ax.hist(e[k], bins=15)
+        ax.set_title(title, fontsize=8)
+        ax.tick_params(labelsize=6)
+    fig.suptitle("Per-device estimates")
+    written.append(_save(fig, folder / "device_estimates.png"))
+
+    lines = ["# Twin calibration report", "",
+             f"Reference pulse: {cal.reference[0]:g} V, {cal.reference[1]:g} s",
+             f"Sources: {', '.join(cal.sources)}", f"Devices: {len(e['device'])}", "",
+             "| parameter | value | stderr | unit |", "|---|---|---|---|"]
+    lines += [f"| {n} | {getattr(cal.params, n):.5g} | {cal.stderr[n]:.2g} | {UNITS[n]} |"
+              for n in FITTED]
+    lines += ["", f"Goodness of fit on held-out steps: two-sample KS per condition, "
+              f"Bonferroni alpha {alpha:g} / {len(ks)}: **{'PASS' if passed else 'FAIL'}** "
+              f"(smallest p = {min((r.p_value for r in ks), default=float('nan')):.3g}).",
+              "Steps of one device share its parameters, so each KS p-value uses effective "
+              "sample sizes n / design effect (intra-class correlation by device); the plain "
+              "p-values are in goodness_of_fit.csv as p_value_iid.", ""]
+    atomic_write_text(folder / "report.md", "\n".join(lines) + "\n")
+    written.append(folder / "report.md")
+    return written

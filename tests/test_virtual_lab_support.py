@@ -1,0 +1,71 @@
+"""Helpers for tests that run the hardware array on the virtual lab (no tests here).
+
+``lab_config`` writes a small lab config with a hardware array served by the virtual lab
+on ephemeral ports; ``open_lab_array`` starts the lab and opens the array through pyvisa-py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dwlab.drivers.hardware_array import HardwareArray
+from dwlab.sim.virtual_lab import VirtualLab
+
+from dwlab.config import load_config
+
+LOOPBACK = "TCPIP::127.0.0.1::0::SOCKET"
+
+
+def lab_config(folder: Path, *, shape=(3, 4), pulser="agilent81110a", meter="keithley2450",
+               hardware: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
+               virtual_lab: dict[str, Any] | None = None, name: str = "lab.yaml",
+               resources: dict[str, str] | None = None) -> Path:
+    """A config file in ``folder``; ``resources`` (role -> VISA resource) replaces the
+    ephemeral-port default."""
+    res = {"pulser": LOOPBACK, "meter": LOOPBACK, "router": LOOPBACK, **(resources or {})}
+    hw = {
+        "instruments": {
+            "pulser": {"driver": pulser, "resource": res["pulser"], "timeout_seconds": 0.5},
+            "meter": {"driver": meter, "resource": res["meter"], "timeout_seconds": 0.5},
+            "router": {"driver": "keithley707b", "resource": res["router"],
+                       "timeout_seconds": 0.5},
+        },
+        "wiring": {"crossbar": {}, "shared_path": True},
+        "devices": {"conductance_min_siemens": 2.5e-4, "conductance_max_siemens": 5.0e-4,
+                    "step_siemens": 2.4e-6, "step_sigma_siemens": 1.0e-6},
+        "read": {"bias_volts": 0.01, "compliance_amps": 1.0e-4,
+                 "series_resistance_ohms": 50.0},
+    }
+    hw.update(hardware or {})
+    data = {
+        "name": "virtual-lab-test",
+        "seed": 3,
+        "arrays": {
+            "main": {"backend": "twin"},
+            "chip": {
+                "backend": "hardware", "shape": list(shape),
+                "pulse": {"amplitude_volts": 1.0, "width_seconds": 1.0e-8},
+                "limits": {"max_amplitude_volts": 2.0, "max_pulses_per_device": 256,
+                           "max_duty_cycle": 0.5, **(limits or {})},
+                "hardware": hw,
+            },
+        },
+        "virtual_lab": {"array": "chip", **(virtual_lab or {})},
+    }
+    path = Path(folder) / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def open_lab_array(path: Path, **overrides: Any) -> tuple[VirtualLab, HardwareArray]:
+    """Start the lab of config ``path`` and open its array; the caller closes both."""
+    loaded = load_config(path)
+    lab = VirtualLab.from_config(loaded).start()
+    try:
+        array = HardwareArray.from_config(loaded, "chip", resources=lab.resources, **overrides)
+    except BaseException:
+        lab.stop()
+        raise
+    return lab, array
