@@ -77,7 +77,12 @@ class PulseLimits:
         """Raise :class:`PulseLimitError` if ``plan`` breaks any limit."""
         self.check_shape(plan.push_shape, "push pulse")
         self.check_shape(plan.pull_shape, "pull pulse")
-        most = int(plan.total_per_device().max()) if plan.push.numel() else 0
+        if not plan.push.numel():
+            return
+        # Cheap bound first: the exact per-device maximum is needed only when it could fail.
+        if int(plan.push.max()) + int(plan.pull.max()) <= self.max_pulses_per_device:
+            return
+        most = int(plan.total_per_device().max())
         if most > self.max_pulses_per_device:
             raise PulseLimitError(
                 f"plan sends {most} pulses to one device; the limit is "
@@ -178,7 +183,7 @@ class ArrayInfo:
     nominal_pulse: PulseShape
     """The pulse shape a controller uses unless told otherwise."""
     step_siemens: float
-    """Nominal mean conductance change per nominal pulse (push direction)."""
+    """Nominal mean conductance change per nominal pulse, averaged over push and pull."""
     step_sigma_siemens: float
     """Nominal standard deviation of the conductance change per nominal pulse."""
     identity: dict[str, str] = field(default_factory=dict)
