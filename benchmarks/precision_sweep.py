@@ -45,9 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-test", type=int)
-    p.add_argument("--fixed-range", action="store_true",
-                   help="pulse width scaled as 1/(2^bits - 1): same update range at every "
-                        "precision (see dwlab sweep --fixed-range)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--run-dir", type=Path)
     p.add_argument("--quick", action="store_true",
@@ -68,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         args.bits, args.seeds = [4, 8], args.seeds[:1]
     loaded = with_training_overrides(load_config(args.config or CONFIGS[args.dataset]),
                                      **changes)
-    specs = sweep_specs(loaded.config.controller.scheme, args.bits, args.seeds,
-                        fixed_range_from_bits=(loaded.config.controller.update_bits
-                                               if args.fixed_range else None))
+    specs = sweep_specs(loaded.config.controller.scheme, args.bits, args.seeds)
     folder = start_sweep(loaded, specs, args.run_dir)
     t = loaded.config.training
     print(f"precision sweep: {t.model} width {t.width} on {t.dataset}, {t.epochs} epochs, "

@@ -2,8 +2,11 @@
 
 One run, one table: a CIFAR-style ResNet18 (dwlab.models) at batch 128 on random 32x32
 images, trained by float SGD and, on a second copy, by push-pull SGLD through differential
-pairs of twin devices (22.4 M devices at width 64) at 7-bit update precision. Steps of the
-two alternate, so slow drifts of a shared machine hit both alike.
+pairs of twin devices (22.4 M devices at width 64) at 7-bit update precision. Arrays and
+controller come from the CIFAR-10 lab config (its nominal pulse, limits, lr and fixed
+update range: the controller scales the pulse width so 2^bits - 1 pulses span
+``controller.update_range``). Steps of the two alternate, so slow drifts of a shared
+machine hit both alike.
 
     python benchmarks/twin_step.py --device cpu --steps 3
     python benchmarks/twin_step.py --device cuda --steps 20
@@ -13,17 +16,23 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
-from dwlab.sim.twin import PRESETS, TwinArray
 from tqdm import tqdm
 
-from dwlab.config import ControllerConfig
+from dwlab.backends import build_array
+from dwlab.config import load_config
 from dwlab.controller import build_optimizer
+from dwlab.device import DeviceArray
 from dwlab.models import ResNet18
+from dwlab.training import with_training_overrides
+
+CONFIG = Path(__file__).resolve().parents[1] / "lab_configs" / "cifar10_resnet18.yaml"
 
 
 def sync(device: torch.device) -> None:
@@ -38,7 +47,7 @@ class TimedTwin:
     timing = False
     seconds = {"apply": 0.0, "read": 0.0}
 
-    def __init__(self, twin: TwinArray, device: torch.device):
+    def __init__(self, twin: DeviceArray, device: torch.device):
         self.twin, self.device = twin, device
 
     def _timed(self, key, call, *args, **kwargs):
@@ -85,45 +94,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=64, help="ResNet18 base width")
     ap.add_argument("--bits", type=int, default=7, help="update precision (pulse budget)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--step-scale", type=float, default=1.0,
-        help="scale the preset's mean step by this and its spread by its square root "
-        "(what a pulse this many times shorter does under the twin's drive law)",
-    )
+    ap.add_argument("--config", type=Path, default=CONFIG,
+                    help="lab config of the arrays and the controller (default: CIFAR-10's)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
+    loaded = with_training_overrides(load_config(args.config), torch_device=args.device)
+    loaded = dataclasses.replace(loaded, config=dataclasses.replace(loaded.config,
+                                                                    seed=args.seed))
+    ctrl = dataclasses.replace(loaded.config.controller, scheme="push_pull_pair",
+                               update_bits=args.bits)
 
     float_model = ResNet18(in_channels=3, num_classes=10, width=args.width).to(device)
     device_model = copy.deepcopy(float_model)
     n_data = 50_000
     float_opt = build_optimizer(
-        float_model, ControllerConfig(scheme="float_sgd", lr=0.05), dataset_size=n_data
-    )
-
-    preset = PRESETS["continuous_dw"]
-    scale = args.step_scale
-    params = preset.replace(
-        mu_push=preset.mu_push * scale, mu_pull=preset.mu_pull * scale,
-        sigma_push=preset.sigma_push * scale**0.5, sigma_pull=preset.sigma_pull * scale**0.5,
+        float_model, dataclasses.replace(ctrl, scheme="float_sgd"), dataset_size=n_data
     )
 
     def factory(name: str, shape: tuple[int, ...], seed_offset: int) -> TimedTwin:
-        twin = TwinArray(
-            shape, params, seed=args.seed + seed_offset, torch_device=device, name=name
-        )
-        return TimedTwin(twin, device)
+        return TimedTwin(build_array(loaded, name, shape, seed_offset), device)
 
     t0 = time.perf_counter()
     device_opt = build_optimizer(
-        device_model,
-        ControllerConfig(scheme="push_pull_pair", update_bits=args.bits, lr=0.05),
-        dataset_size=n_data, array_factory=factory, seed=args.seed,
+        device_model, ctrl, dataset_size=n_data, array_factory=factory,
+        mapping=loaded.config.mapping, seed=args.seed,
     )
     sync(device)
     setup_s = time.perf_counter() - t0
     n_weights = sum(dw.n_weights for dw in device_opt.weights)
     n_devices = sum(dw.last_read.numel() for dw in device_opt.weights)
+    first = device_opt.weights[0]
+    nominal = first.array.describe().nominal_pulse
 
     gen = torch.Generator(device="cpu").manual_seed(args.seed)
     images = torch.randn(args.batch, 3, 32, 32, generator=gen).to(device)
@@ -178,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         ("model", f"ResNet18 width {args.width}, {n_weights / 1e6:.2f} M device weights"),
         ("devices (differential pairs)", f"{n_devices / 1e6:.2f} M"),
         ("batch / timed steps", f"{args.batch} / {args.steps} (median)"),
-        ("twin", f"continuous_dw, steps x {scale:g} (mean step {params.mu_push:.3g} track)"),
+        ("config", f"{args.config.name}, lr {ctrl.lr:g}"),
         ("update precision", f"{args.bits} bits (K = {2**args.bits - 1} pulses per device)"),
+        ("update range (fraction of the window)", f"{ctrl.update_range}"),
+        ("update pulse width", f"{first.pulse.width_seconds:.3g} s (nominal "
+                               f"{nominal.width_seconds:.3g} s)"),
         ("float SGD step", f"{f_s:.4f} s"),
         ("push-pull SGLD step (twin)", f"{d_s:.4f} s"),
         ("ratio push-pull / float", f"{d_s / f_s:.3f}"),

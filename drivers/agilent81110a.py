@@ -22,6 +22,26 @@ BURST_COUNT_RANGE = [1, 65536]
 POLARITIES = {"normal": "NORM", "inverted": "INV"}
 
 
+def compound_burst_message(bursts: Sequence[tuple[str, int]], polarity_command: str,
+                           count_command: str) -> str:
+    """One message firing (polarity keyword, count) bursts in order, then ``*OPC?``.
+
+    ``polarity_command`` and ``count_command`` are templates with one ``{}``; a polarity or
+    count is only sent when it changes, so alternating single pulses stay short.
+    """
+    parts = []
+    last_polarity = last_count = None
+    for polarity, count in bursts:
+        if polarity != last_polarity:
+            parts.append(polarity_command.format(polarity))
+        if count != last_count:
+            parts.append(count_command.format(count))
+        parts.append("*TRG")
+        last_polarity, last_count = polarity, count
+    parts.append("*OPC?")
+    return ";".join(parts)
+
+
 class Agilent81110AChannel(Channel):
     """One output channel of the 81110A."""
 
@@ -78,19 +98,12 @@ class Agilent81110AChannel(Channel):
         trailing ``*OPC?`` arrives once every burst has left the output, so a caller may
         re-route switches safely after reading it.
         """
-        parts = []
-        last_polarity = last_count = None
         for polarity, count in bursts:
             strict_discrete_set(polarity, POLARITIES)
             strict_range(int(count), BURST_COUNT_RANGE)
-            if polarity != last_polarity:
-                parts.append(f":OUTP{self.id}:POL {POLARITIES[polarity]}")
-            if int(count) != last_count:
-                parts.append(f":TRIG:COUN {int(count)}")
-            parts.append("*TRG")
-            last_polarity, last_count = polarity, int(count)
-        parts.append("*OPC?")
-        return ";".join(parts)
+        return compound_burst_message(
+            [(POLARITIES[polarity], int(count)) for polarity, count in bursts],
+            polarity_command=f":OUTP{self.id}:POL {{}}", count_command=":TRIG:COUN {}")
 
     def fire(self, bursts: Sequence[tuple[str, int]]) -> str:
         """Fire ``bursts`` (see :meth:`burst_message`) in one round trip; returns the reply."""

@@ -32,6 +32,7 @@ from dwlab.errors import (
     InstrumentReplyError,
     PulseLimitError,
 )
+from dwlab.records import now_iso
 from dwlab.types import (
     PULL,
     PUSH,
@@ -166,10 +167,7 @@ class HardwareArray(ArrayBase):
                 key=f"{where}.shape",
             )
         hw = cfg.hardware
-        lim = cfg.limits
-        limits = PulseLimits(lim.max_amplitude_volts, lim.min_width_seconds,
-                             lim.max_width_seconds, lim.max_pulses_per_device,
-                             lim.max_duty_cycle)
+        limits = cfg.limits.pulse_limits()
         if cfg.pulse is None:
             raise ConfigError("a hardware array needs a nominal 'pulse'",
                               file=str(loaded.path), key=f"{where}.pulse")
@@ -390,8 +388,13 @@ class HardwareArray(ArrayBase):
                     exc.safe_state_error = cleanup  # type: ignore[attr-defined]
 
     def close(self) -> None:
+        """Safe state, then disconnect every instrument (even when the safe state fails)."""
         try:
             self.safe_state()
+        except Exception as exc:
+            self._log({"event": "safe_state_failed", "array": self.name,
+                       "error": f"{type(exc).__name__}: {exc}"})
+            raise
         finally:
             for role in (self.pulser, self.meter, self.router):
                 role.close()
@@ -447,4 +450,4 @@ class HardwareArray(ArrayBase):
 
     def _log(self, event: dict[str, Any]) -> None:
         if self.event_log is not None:
-            self.event_log.write(event)
+            self.event_log.write({"time": now_iso(), **event})

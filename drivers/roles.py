@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import pyvisa
+from dwlab.drivers.agilent81110a import compound_burst_message
 from pyvisa.constants import StatusCode
 
 from dwlab.errors import (
@@ -26,61 +27,51 @@ from dwlab.types import PUSH
 
 
 @runtime_checkable
-class PulseSource(Protocol):
+class Instrument(Protocol):
+    """What every role offers: a name, its identity, its error queue, a way to hang up."""
+
     name: str
 
     def identify(self) -> str: ...
 
-    def configure(self, amplitude_volts: float, width_seconds: float,
-                  period_seconds: float) -> None: ...
+    def errors(self) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class SourceInstrument(Instrument, Protocol):
+    """An instrument with an output that must be off in the safe state."""
 
     def output_on(self) -> None: ...
+
+    def output_off(self) -> None: ...
+
+
+@runtime_checkable
+class PulseSource(SourceInstrument, Protocol):
+    def configure(self, amplitude_volts: float, width_seconds: float,
+                  period_seconds: float) -> None: ...
 
     def fire(self, bursts: Sequence[tuple[int, int]]) -> None:
         """Fire (polarity PUSH/PULL, count) bursts in order; return once they are out."""
 
-    def output_off(self) -> None: ...
-
-    def errors(self) -> list[str]: ...
-
-    def close(self) -> None: ...
-
 
 @runtime_checkable
-class ConductanceMeter(Protocol):
-    name: str
-
-    def identify(self) -> str: ...
-
+class ConductanceMeter(SourceInstrument, Protocol):
     def configure(self, bias_volts: float, compliance_amps: float, wires: int,
                   nplc: float) -> None: ...
 
-    def output_on(self) -> None: ...
-
     def measure_current(self) -> float: ...
-
-    def output_off(self) -> None: ...
-
-    def errors(self) -> list[str]: ...
-
-    def close(self) -> None: ...
 
 
 @runtime_checkable
-class Router(Protocol):
-    name: str
-
-    def identify(self) -> str: ...
-
+class Router(Instrument, Protocol):
     def route(self, crosspoints: Sequence[str]) -> None: ...
 
     def open_all(self) -> None: ...
 
     def closed(self) -> list[str]: ...
-
-    def errors(self) -> list[str]: ...
-
-    def close(self) -> None: ...
 
 
 _CONNECTION_CODES = {
@@ -223,9 +214,9 @@ def _polarity_word(polarity: int) -> str:
     return "normal" if polarity == PUSH else "inverted"
 
 
-class Agilent81110APulser(RoleAdapter):
-    """Pulse source on an Agilent 81110A channel: baseline 0 V, high level = amplitude,
-    polarity normal for push and inverted for pull."""
+class ChannelPulser(RoleAdapter):
+    """Pulse source on one channel of a pulse generator: baseline 0 V, high level =
+    amplitude; a subclass selects the pulse mode and fires the bursts."""
 
     def __init__(self, name: str, connect: Callable[[], Any], channel: int = 1,
                  retries: int = 1):
@@ -234,18 +225,38 @@ class Agilent81110APulser(RoleAdapter):
 
     @property
     def ch(self):
-        return self.instrument.ch_1 if self.channel == 1 else self.instrument.ch_2
+        raise NotImplementedError
+
+    def _select_pulse_mode(self, period_seconds: float) -> None:
+        """Manually triggered pulses repeating at ``period_seconds`` within a burst."""
+        raise NotImplementedError
 
     def configure(self, amplitude_volts: float, width_seconds: float,
                   period_seconds: float) -> None:
         def setup() -> None:
-            self.instrument.arm_source = "manual"
-            self.instrument.pulse_period = period_seconds
+            self._select_pulse_mode(period_seconds)
             self.ch.voltage_low = 0.0
             self.ch.voltage_high = amplitude_volts
             self.ch.pulse_width = width_seconds
 
         self.call("configuring the pulse", setup)
+
+    def _confirm_fired(self, reply: str) -> None:
+        if reply != "1":
+            raise InstrumentReplyError(f"{self.name}: burst not confirmed (reply {reply!r})")
+
+
+class Agilent81110APulser(ChannelPulser):
+    """Pulse source on an Agilent 81110A channel: polarity normal for push and inverted for
+    pull."""
+
+    @property
+    def ch(self):
+        return self.instrument.ch_1 if self.channel == 1 else self.instrument.ch_2
+
+    def _select_pulse_mode(self, period_seconds: float) -> None:
+        self.instrument.arm_source = "manual"
+        self.instrument.pulse_period = period_seconds
 
     def output_on(self) -> None:
         self.call("switching the output on", lambda: setattr(self.ch, "output_enabled", True))
@@ -257,34 +268,20 @@ class Agilent81110APulser(RoleAdapter):
 
     def fire(self, bursts: Sequence[tuple[int, int]]) -> None:
         words = [(_polarity_word(p), int(n)) for p, n in bursts]
-        reply = self.call("firing a burst", lambda: self.ch.fire(words))
-        if reply != "1":
-            raise InstrumentReplyError(f"{self.name}: burst not confirmed (reply {reply!r})")
+        self._confirm_fired(self.call("firing a burst", lambda: self.ch.fire(words)))
 
 
-class Keysight81160APulser(RoleAdapter):
+class Keysight81160APulser(ChannelPulser):
     """Pulse source on a Keysight 81160A channel (pymeasure's stock driver)."""
-
-    def __init__(self, name: str, connect: Callable[[], Any], channel: int = 1,
-                 retries: int = 1):
-        super().__init__(name, connect, retries)
-        self.channel = channel
 
     @property
     def ch(self):
         return self.instrument.channels[self.channel]
 
-    def configure(self, amplitude_volts: float, width_seconds: float,
-                  period_seconds: float) -> None:
-        def setup() -> None:
-            self.ch.shape = "PULS"
-            self.ch.trigger_mode = "MAN"
-            self.ch.pulse_period = period_seconds
-            self.ch.voltage_low = 0.0
-            self.ch.voltage_high = amplitude_volts
-            self.ch.pulse_width = width_seconds
-
-        self.call("configuring the pulse", setup)
+    def _select_pulse_mode(self, period_seconds: float) -> None:
+        self.ch.shape = "PULS"
+        self.ch.trigger_mode = "MAN"
+        self.ch.pulse_period = period_seconds
 
     def output_on(self) -> None:
         self.call("switching the output on", lambda: setattr(self.ch, "output", True))
@@ -294,25 +291,23 @@ class Keysight81160APulser(RoleAdapter):
                            lambda: self.ch.output is False)
 
     def fire(self, bursts: Sequence[tuple[int, int]]) -> None:
-        parts = []
-        last_polarity = last_count = None
-        for polarity, count in bursts:
+        for _, count in bursts:
             if not 1 <= int(count) <= 2_147_483_647:
                 raise ValueError(f"burst count {count} out of range")
-            if polarity != last_polarity:
-                parts.append(f":OUTP{self.channel}:POL {'NORM' if polarity == PUSH else 'INV'}")
-            if int(count) != last_count:
-                parts.append(f":TRIG{self.channel}:COUN {int(count)}")
-            parts.append("*TRG")
-            last_polarity, last_count = polarity, int(count)
-        message = ";".join([*parts, "*OPC?"])
-        reply = self.call("firing a burst", lambda: self.instrument.ask(message).strip())
-        if reply != "1":
-            raise InstrumentReplyError(f"{self.name}: burst not confirmed (reply {reply!r})")
+        message = compound_burst_message(
+            [("NORM" if polarity == PUSH else "INV", int(count)) for polarity, count in bursts],
+            polarity_command=f":OUTP{self.channel}:POL {{}}",
+            count_command=f":TRIG{self.channel}:COUN {{}}")
+        self._confirm_fired(self.call("firing a burst",
+                                      lambda: self.instrument.ask(message).strip()))
 
 
-class Keithley2450Meter(RoleAdapter):
-    """Conductance meter on a Keithley 2450: voltage bias, current measured."""
+class VoltageBiasMeter(RoleAdapter):
+    """Conductance meter on a source-measure unit: voltage bias, current measured; a
+    subclass selects 2- or 4-wire sensing."""
+
+    def _select_sensing(self, wires: int) -> None:
+        raise NotImplementedError
 
     def configure(self, bias_volts: float, compliance_amps: float, wires: int,
                   nplc: float) -> None:
@@ -321,11 +316,22 @@ class Keithley2450Meter(RoleAdapter):
             smu.source_mode = "voltage"
             smu.compliance_current = compliance_amps  # before the output is ever on
             smu.source_voltage = bias_volts
-            smu.write(':SENS:FUNC "CURR"')
-            smu.write(f":SENS:CURR:RSEN {'ON' if wires == 4 else 'OFF'}")
+            self._select_sensing(wires)
             smu.current_nplc = nplc
 
         self.call("configuring the read-out", setup)
+
+    def measure_current(self) -> float:
+        return float(self.call("measuring", lambda: float(self.instrument.current),
+                               idempotent=True))
+
+
+class Keithley2450Meter(VoltageBiasMeter):
+    """Conductance meter on a Keithley 2450."""
+
+    def _select_sensing(self, wires: int) -> None:
+        self.instrument.write(':SENS:FUNC "CURR"')
+        self.instrument.write(f":SENS:CURR:RSEN {'ON' if wires == 4 else 'OFF'}")
 
     def output_on(self) -> None:
         self.call("switching the output on", self.instrument.enable_source)
@@ -334,25 +340,12 @@ class Keithley2450Meter(RoleAdapter):
         self.shutdown_call("switching the output off", self.instrument.disable_source,
                            lambda: self.instrument.ask("OUTPUT?").strip() in ("0", "OFF"))
 
-    def measure_current(self) -> float:
-        return float(self.call("measuring", lambda: float(self.instrument.current),
-                               idempotent=True))
 
-
-class Keithley2400Meter(RoleAdapter):
+class Keithley2400Meter(VoltageBiasMeter):
     """Conductance meter on a Keithley 2400 (pymeasure's stock driver)."""
 
-    def configure(self, bias_volts: float, compliance_amps: float, wires: int,
-                  nplc: float) -> None:
-        def setup() -> None:
-            smu = self.instrument
-            smu.source_mode = "voltage"
-            smu.compliance_current = compliance_amps  # before the output is ever on
-            smu.source_voltage = bias_volts
-            smu.wires = wires
-            smu.current_nplc = nplc
-
-        self.call("configuring the read-out", setup)
+    def _select_sensing(self, wires: int) -> None:
+        self.instrument.wires = wires
 
     def output_on(self) -> None:
         self.call("switching the output on", lambda: setattr(self.instrument,
@@ -362,10 +355,6 @@ class Keithley2400Meter(RoleAdapter):
         self.shutdown_call("switching the output off",
                            lambda: setattr(self.instrument, "source_enabled", False),
                            lambda: self.instrument.source_enabled is False)
-
-    def measure_current(self) -> float:
-        return float(self.call("measuring", lambda: float(self.instrument.current),
-                               idempotent=True))
 
 
 class Keithley707BRouter(RoleAdapter):

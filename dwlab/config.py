@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from dwlab.errors import ConfigError
+from dwlab.types import PulseLimits
 
 # ---------------------------------------------------------------------------
 # generic conversion
@@ -189,6 +190,10 @@ class LimitsConfig:
     max_width_seconds: float = 1e-6
     max_pulses_per_device: int = 4096
     max_duty_cycle: float = 0.5
+
+    def pulse_limits(self) -> PulseLimits:
+        """These limits as the value an array checks its plans against."""
+        return PulseLimits(**dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)
@@ -559,7 +564,17 @@ class ControllerConfig:
         "float_sgd", "float_sgld", "push_pull", "push_pull_pair", "gradient_only"
     ] = "push_pull_pair"
     update_bits: int = 7
-    """Pulse budget per device and step ``K = 2 ** update_bits - 1``."""
+    """Pulse budget per device and step ``K = 2 ** update_bits - 1``: the resolution of one
+    update (``n+ - n-`` takes ``K + 1`` values)."""
+    update_range: float | None = None
+    """The largest update (all ``K`` pulses of one polarity) as a fraction of the weight
+    window, i.e. of the conductance range of one device. The controller scales the pulse
+    width from the array's nominal pulse so that ``K`` pulses span this range at every
+    ``update_bits``: more bits refine the same range, and the device noise per step stays
+    the same (every config in lab_configs/ sets it; small ranges need short pulses, so the
+    array's ``limits.min_width_seconds`` must allow them). Empty: every pulse is the
+    nominal one, so the range and the noise grow with the bits (kept for arrays whose step
+    is not linear in the pulse width)."""
     lr: float = 0.05
     temperature: float = 1e-4
     """SGLD temperature of the digital parameters, and of the device weights when
@@ -588,6 +603,8 @@ class ControllerConfig:
     def validate(self) -> None:
         if not 1 <= self.update_bits <= 12:
             raise ValueError("update_bits must lie in [1, 12]")
+        if self.update_range is not None and not 0 < self.update_range <= 1:
+            raise ValueError("update_range must lie in (0, 1] (a fraction of the window)")
         if self.lr <= 0 or self.temperature < 0 or self.prior_sigma <= 0:
             raise ValueError("lr and prior_sigma must be positive, temperature non-negative")
         if self.weight_range <= 0:

@@ -11,7 +11,10 @@ One step, per device-backed tensor:
 
 1. desired weight change ``dw = -lr_t * (grad + theta / (N prior_sigma^2))``;
 2. converted into pulse counts with a per-device budget ``K = 2^bits - 1`` and stochastic
-   (unbiased) rounding:
+   (unbiased) rounding. The bits set the update's resolution, ``update_range`` its range:
+   every pulse has the width at which ``K`` mean steps span ``update_range`` of the
+   conductance range (:func:`dwlab.sgld.update_pulse`), so the device noise per step does
+   not depend on the bits:
 
    - ``push_pull``: ``n+ + n- = K`` on every device, ``n+`` chosen so the mean conductance
      change ``n+ mu+ - n- mu-`` equals ``dw / alpha`` (push/pull asymmetry compensated with the
@@ -60,11 +63,13 @@ from dwlab.config import ControllerConfig, MappingRule
 from dwlab.device import DeviceArray
 from dwlab.errors import PlanError, PulseLimitError
 from dwlab.sgld import (
+    UpdatePulse,
     alpha_for_range,
     alpha_for_temperature,
     learning_rate_at,
     pulse_budget,
     temperature_for_alpha,
+    update_pulse,
 )
 from dwlab.types import ArrayInfo, PulseLimits, PulsePlan, PulseShape
 
@@ -101,10 +106,14 @@ def array_for(name: str, mapping: Sequence[MappingRule], default: str = "main") 
     return default
 
 
-def stochastic_round_(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Round ``x`` in place to ``floor(x)`` or ``floor(x) + 1`` with ``E[result] = x``."""
-    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return x.add_(noise).floor_()
+def round_counts_(x: torch.Tensor, uniform: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Clamp ``x`` to ``[lo, hi]`` and round it in place, unbiased, to ``floor(x)`` or
+    ``floor(x) + 1`` with ``uniform`` draws in [0, 1).
+
+    The second clamp is needed: in float32 ``hi + u`` rounds up to ``hi + 1`` for ``u``
+    within about 2^-24 * hi of 1 (a 127-pulse budget then sent 128 and -1 pulses).
+    """
+    return x.clamp_(lo, hi).add_(uniform).floor_().clamp_(lo, hi)
 
 
 @dataclass
@@ -126,8 +135,9 @@ class DeviceWeight:
     """Mean conductance change of one push (S), measured while programming."""
     mu_pull: float
     sigma: float
-    """Conductance spread of one pulse (S), from ``describe()``."""
+    """Conductance spread of one update pulse (S), from ``describe()`` scaled to its width."""
     pulse: PulseShape
+    """The update pulse (:func:`dwlab.sgld.update_pulse`)."""
     last_read: torch.Tensor
     """Conductances of the last read-back (array shape, on the parameter's device)."""
     program_report: dict[str, float] = field(default_factory=dict)
@@ -193,6 +203,7 @@ class DeviceWeight:
             "array": self.array_name, "pair": self.pair, "alpha": self.alpha,
             "g_mid": self.g_mid, "g_half": self.g_half, "mu_push": self.mu_push,
             "mu_pull": self.mu_pull, "sigma": self.sigma,
+            "pulse_width_seconds": self.pulse.width_seconds,
         }
 
 
@@ -285,9 +296,11 @@ class SGLDController(torch.optim.Optimizer):
                         f"{(2, *_p.shape) if pair else tuple(_p.shape)}"
                     )
                 self._check_budget(info, name)
+            pulses = [self._update_pulse(info) for *_, info in built]
             eps0 = self.learning_rate(0) / self.dataset_size
-            for name, array_name, p, array, info in built:
-                self.weights.append(self._bind(name, array_name, p, array, info, pair, eps0))
+            for (name, array_name, p, array, info), pulse in zip(built, pulses, strict=True):
+                self.weights.append(
+                    self._bind(name, array_name, p, array, info, pulse, pair, eps0))
             for dw in self.weights:
                 self._program(dw)
         except BaseException:
@@ -295,10 +308,19 @@ class SGLDController(torch.optim.Optimizer):
                 array.safe_state()
             raise
 
-    def _check_budget(self, info: ArrayInfo, name: str) -> PulseLimits:
+    def _update_pulse(self, info: ArrayInfo) -> UpdatePulse:
+        pulse = update_pulse(info, self.pulse_budget, self.cfg.update_range)
+        info.limits.check_shape(pulse.shape, f"update pulse of array '{info.name}'")
+        return pulse
+
+    def _check_budget(
+        self, info: ArrayInfo, name: str, pulse: PulseShape | None = None
+    ) -> PulseLimits:
         """The plans this controller builds stay within ``info.limits``; checked up front."""
         limits = info.limits
         limits.check_shape(info.nominal_pulse, f"nominal pulse of array '{info.name}'")
+        if pulse is not None:
+            limits.check_shape(pulse, f"update pulse of array '{info.name}'")
         if self.pulse_budget > limits.max_pulses_per_device:
             raise PulseLimitError(
                 f"update_bits {self.cfg.update_bits} needs {self.pulse_budget} pulses per "
@@ -309,11 +331,11 @@ class SGLDController(torch.optim.Optimizer):
 
     def _bind(
         self, name: str, array_name: str, p: torch.Tensor, array: DeviceArray,
-        info: ArrayInfo, pair: bool, eps0: float,
+        info: ArrayInfo, pulse: UpdatePulse, pair: bool, eps0: float,
     ) -> DeviceWeight:
         if self.cfg.weight_scale == "temperature":
             mapping = alpha_for_temperature(
-                info, self.pulse_budget, eps0, self.cfg.temperature, pair=pair
+                info, self.pulse_budget, eps0, self.cfg.temperature, pair=pair, pulse=pulse
             )
             alpha = mapping.alpha
         else:
@@ -326,8 +348,8 @@ class SGLDController(torch.optim.Optimizer):
         return DeviceWeight(
             name=name, array_name=array_name, param=p, array=array, pair=pair, alpha=alpha,
             g_mid=0.5 * (g_lo + g_hi), g_half=0.5 * (g_hi - g_lo),
-            mu_push=info.step_siemens, mu_pull=info.step_siemens,
-            sigma=info.step_sigma_siemens, pulse=info.nominal_pulse,
+            mu_push=pulse.step_siemens, mu_pull=pulse.step_siemens,
+            sigma=pulse.step_sigma_siemens, pulse=pulse.shape,
             last_read=torch.empty(0),
         )
 
@@ -404,9 +426,11 @@ class SGLDController(torch.optim.Optimizer):
         prior = 1.0 / (self.dataset_size * self.cfg.prior_sigma**2)
         for group in self.param_groups:
             group["lr"] = lr
-        # Limits first: nothing moves (no RNG draw, no pulse) if an array refuses the plan.
+        # Checks first: nothing moves (no RNG draw, no pulse) if a gradient is not finite or
+        # an array refuses the plan.
+        self._check_gradients_finite()
         active = [dw for dw in self.weights if dw.param.grad is not None]
-        caps = [self._check_budget(dw.array.describe(), dw.name) for dw in active]
+        caps = [self._check_budget(dw.array.describe(), dw.name, dw.pulse) for dw in active]
         totals: dict[str, float] = dict.fromkeys(STAT_KEYS, 0.0)
         temperature_sum = 0.0
         weights_sum = 0
@@ -434,6 +458,26 @@ class SGLDController(torch.optim.Optimizer):
             for k, v in totals.items()
         }
         return loss
+
+    def _check_gradients_finite(self) -> None:
+        """Refuse NaN/inf gradients, naming the parameter (they would become pulse counts)."""
+        names = {id(p): n for n, p in self.digital}
+        names.update({id(dw.param): dw.name for dw in self.weights})
+        grads = [(names[id(p)], p.grad) for group in self.param_groups for p in group["params"]
+                 if p.grad is not None]
+        if not grads:
+            return
+        flags = [torch.isfinite(g).all() for _, g in grads]
+        finite = torch.stack([f.to(flags[0].device) for f in flags])  # one sync, not one each
+        if bool(finite.all()):
+            return
+        name, grad = grads[int((~finite).nonzero()[0])]
+        bad = int((~torch.isfinite(grad)).sum())
+        raise PlanError(
+            f"gradient of parameter '{name}' has {bad} non-finite (NaN/inf) entries at step "
+            f"{self._step_count + 1}; no pulse was sent. The training diverged: lower "
+            "controller.lr"
+        )
 
     def _digital_update(self, lr: float, prior: float) -> None:
         noise_scale = 0.0
@@ -468,7 +512,7 @@ class SGLDController(torch.optim.Optimizer):
             x.mul_(-lr / dw.alpha)  # desired conductance change (S)
             x.mul_(torch.where(x > 0, 1.0 / dw.mu_push, 1.0 / dw.mu_pull))
             clipped = self._count_outside(x, -K, K)
-            x.add_(rounding).floor_().clamp_(-K, K)
+            round_counts_(x, rounding, -K, K)
             pulses = float(x.abs().sum())
             torch.clamp(x, min=0, out=rounding)
             push.copy_(rounding)
@@ -482,7 +526,7 @@ class SGLDController(torch.optim.Optimizer):
                 scale, offset = -lr / (dw.alpha * mu_sum), K * dw.mu_pull / mu_sum
             x.mul_(scale).add_(offset)
             clipped = self._count_outside(x, 0, K)
-            x.clamp_(0, K).add_(rounding).floor_()  # unbiased rounding; stays in [0, K]
+            round_counts_(x, rounding, 0, K)
             if dw.pair:
                 push[0].copy_(x)
                 torch.neg(push[0], out=push[1]).add_(K)
@@ -564,7 +608,9 @@ class SGLDController(torch.optim.Optimizer):
         for dw in self.weights:
             info = dw.array.describe()
             implied = temperature_for_alpha(
-                info, self.pulse_budget, eps, dw.alpha, pair=dw.pair
+                info, self.pulse_budget, eps, dw.alpha, pair=dw.pair,
+                pulse=UpdatePulse(dw.pulse, dw.pulse.width_seconds
+                                  / info.nominal_pulse.width_seconds, dw.mu_push, dw.sigma),
             )
             rows.append({
                 "parameter": dw.name, "shape": list(dw.param.shape), **dw.meta(),

@@ -1,10 +1,13 @@
-"""PNG plots of training records (matplotlib, Agg backend), written atomically."""
+"""PNG plots (matplotlib, Agg backend), written atomically: the training records' plots,
+and the figure helpers that protocol and calibration reports share (this module needs
+only ``dwlab.records``, so every layer may use it)."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,12 +17,35 @@ import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 from dwlab.records import atomic_write_bytes  # noqa: E402
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_png(fig, path: str | Path) -> Path:
+    """Write ``fig`` as PNG atomically (no torn image after a crash) and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def subplot_grid(n: int, max_cols: int, cell_inches: tuple[float, float], **kwargs: Any):
+    """A figure with ``n`` panels in rows of at most ``max_cols``; surplus axes are hidden.
+    Returns the figure and the 2-D array of axes (iterate ``axes.flat``)."""
+    cols = min(max_cols, max(1, n))
+    rows = -(-max(1, n) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell_inches[0] * cols, cell_inches[1] * rows),
+                             squeeze=False, **kwargs)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
+def _finish(fig, axes: Sequence[Any], title: str, path: str | Path) -> Path:
+    """Grid and legend on every panel, the title over the figure, then save."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_png(fig, path)
 
 
 def learning_curves(
@@ -38,12 +64,7 @@ def learning_curves(
                         label=label)
     ax_loss.set(xlabel="step", ylabel="training loss", yscale="log")
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    return _finish(fig, (ax_loss, ax_acc), title, path)
 
 
 def accuracy_vs_bits(
@@ -59,11 +80,7 @@ def accuracy_vs_bits(
     for i, (label, acc) in enumerate(references.items()):
         ax.axhline(100 * acc, ls=styles[i % len(styles)], color=f"C{i + 1}", label=label)
     ax.set(xlabel="update precision (bits)", ylabel="test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, [ax], title, path)
 
 
 def conductance_histograms(
@@ -78,4 +95,4 @@ def conductance_histograms(
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_png(fig, path)

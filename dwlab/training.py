@@ -11,6 +11,8 @@ reference for ``dwlab train``; every precision and seed for ``dwlab sweep``)::
       <label>/         one training run
         steps.csv      per logged step: loss, step size, device statistics (as it goes)
         epochs.csv     per epoch: test metrics of the current weights and of the samples
+        device_events.jsonl  what the arrays report: every apply, an aborted apply
+                       with the pulses sent before the stop, a failed safe state
         checkpoint.pt  model, optimiser/controller (incl. device) state, sample store,
                        position and RNG states; replaced atomically
         model_final.pt final weights;  result.json  final metrics (marks the run done)
@@ -51,6 +53,7 @@ from dwlab.checkpoint import (
 from dwlab.config import ControllerConfig, LabConfig, LoadedConfig, from_data, to_data
 from dwlab.controller import SGLDController, build_optimizer
 from dwlab.data import ImageData, batches_per_epoch, eval_batches, load_dataset, train_batches
+from dwlab.device import DeviceArray
 from dwlab.errors import CheckpointError, DwlabError, PlanError
 from dwlab.models import build_model, count_parameters
 from dwlab.records import (
@@ -197,17 +200,42 @@ class PosteriorStore:
 
 
 def build_training_optimizer(model: nn.Module, loaded: LoadedConfig,
-                             controller: ControllerConfig, dataset_size: int,
-                             seed: int) -> SGLDController:
-    """The controller for ``controller.scheme``, with arrays built from ``loaded``."""
+                             controller: ControllerConfig, dataset_size: int, seed: int,
+                             arrays: list[DeviceArray] | None = None,
+                             event_log: EventLog | None = None) -> SGLDController:
+    """The controller for ``controller.scheme``, with arrays built from ``loaded``.
+
+    Every array built is appended to ``arrays`` (also when the controller's checks then
+    refuse it), so the caller can close each one; ``event_log`` receives the arrays'
+    events (see :func:`dwlab.backends.build_array`).
+    """
     from dwlab.backends import build_array
 
-    return build_optimizer(
-        model, controller, dataset_size=dataset_size,
-        array_factory=lambda name, shape, seed_offset: build_array(
-            loaded, name, shape, seed_offset),
-        mapping=loaded.config.mapping, seed=seed,
-    )
+    def array_factory(name: str, shape: tuple[int, ...], seed_offset: int) -> DeviceArray:
+        array = build_array(loaded, name, shape, seed_offset, event_log=event_log)
+        if arrays is not None:
+            arrays.append(array)
+        return array
+
+    return build_optimizer(model, controller, dataset_size=dataset_size,
+                           array_factory=array_factory, mapping=loaded.config.mapping,
+                           seed=seed)
+
+
+def close_arrays(arrays: list[DeviceArray], event_log: EventLog) -> list[Exception]:
+    """Close every array (safe state, then disconnect), even when one fails; each failure
+    is recorded in ``event_log`` and returned."""
+    from dwlab.backends import close_array
+
+    failures = []
+    for array in arrays:
+        try:
+            close_array(array)
+        except Exception as exc:  # keep going: every array must be made safe and released
+            failures.append(exc)
+            event_log.write({"time": now_iso(), "event": "array_close_failed",
+                             "error": f"{type(exc).__name__}: {exc}"})
+    return failures
 
 
 def device_conductances(opt: SGLDController) -> dict[str, torch.Tensor]:
@@ -267,12 +295,23 @@ class TrainingRun:
         if self.tcfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         dataset_size = self.controller_cfg.dataset_size or self.data.train_size
-        opt = build_training_optimizer(model, self.loaded, self.controller_cfg, dataset_size,
-                                       seed)
+        # The run owns the arrays it builds: whatever ends it, they are closed, and what
+        # they report (pulses applied, also before an abort) lands in its folder.
+        arrays: list[DeviceArray] = []
+        device_events = EventLog(self.folder / "device_events.jsonl")
         try:
-            return self._train(model, opt)
+            opt = build_training_optimizer(model, self.loaded, self.controller_cfg,
+                                           dataset_size, seed, arrays, device_events)
+            try:
+                result = self._train(model, opt)
+            finally:
+                opt.close()
         finally:
-            opt.close()
+            failures = close_arrays(arrays, device_events)
+            device_events.close()
+        if failures:
+            raise failures[0]
+        return result
 
     def _train(self, model: nn.Module, opt) -> dict[str, Any]:
         tcfg = self.tcfg

@@ -18,7 +18,6 @@ pulse), records everything through :mod:`dwlab.records`, and always ends with
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import signal
 import threading
@@ -36,7 +35,6 @@ from dwlab.device import DeviceArray
 from dwlab.errors import ConfigError, ProtocolError, PulseLimitError
 from dwlab.records import (
     TableWriter,
-    atomic_write_bytes,
     atomic_write_json,
     base_metadata,
     now_iso,
@@ -428,15 +426,20 @@ def preflight(array: Any, info: ArrayInfo, estimate: Estimate, what: str) -> Non
             raise PulseLimitError(f"{what}: {exc}") from None
 
 
+def pulse_or_nominal(params: Any, nominal: PulseShape) -> PulseShape:
+    """The pulse of ``params.amplitude_volts`` and ``params.width_seconds``; an empty one
+    is the nominal pulse's."""
+    return PulseShape(
+        nominal.amplitude_volts if params.amplitude_volts is None else params.amplitude_volts,
+        nominal.width_seconds if params.width_seconds is None else params.width_seconds,
+    )
+
+
 def save_figure(fig: Any, path: Path) -> Path:
     """Write a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
+    from dwlab.plots import save_png  # matplotlib loads only when a record is plotted
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, path)
 
 
 def jsonable(value: Any, max_items: int = 4096) -> Any:

@@ -18,6 +18,7 @@ from dwlab.protocols.base import (
     add_recenter,
     param,
     periodic_cap,
+    pulse_or_nominal,
     save_figure,
 )
 
@@ -174,7 +175,7 @@ class SwitchingStatistics(Protocol):
                 yield
 
     def plot(self, folder: Path, tables: dict) -> list[Path]:
-        import matplotlib.pyplot as plt
+        from dwlab.plots import plt, subplot_grid
 
         rows = tables["steps"]
         meta_threshold = self.params.depinning_threshold_siemens
@@ -198,9 +199,7 @@ class SwitchingStatistics(Protocol):
         ax.legend(fontsize=7)
         out.append(save_figure(fig, folder / "depinning.png"))
         keys = sorted({(a, w) for a, w in zip(amp, width, strict=True)})
-        cols = min(4, len(keys))
-        nrows = -(-len(keys) // cols)
-        fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.5 * nrows), squeeze=False)
+        fig, axes = subplot_grid(len(keys), 4, (3.2, 2.5))
         for ax, (a, w) in zip(axes.flat, keys, strict=False):
             for s, colour in ((PUSH, "tab:red"), (PULL, "tab:blue")):
                 sel = (amp == a) & (width == w) & (pol == s)
@@ -208,8 +207,6 @@ class SwitchingStatistics(Protocol):
                         label="push" if s > 0 else "pull")
             ax.set_title(f"{a:g} V, {w:g} s", fontsize=8)
             ax.tick_params(labelsize=7)
-        for ax in list(axes.flat)[len(keys):]:
-            ax.axis("off")
         axes.flat[0].legend(fontsize=7)
         fig.supxlabel("step (uS)")
         out.append(save_figure(fig, folder / "step_histograms.png"))
@@ -254,18 +251,10 @@ class PushPullNoise(Protocol):
     tables = {"updates": ("budget", "net", "n_push", "n_pull", "repeat", "device",
                           "delta_siemens")}
 
-    def _shape(self, target: Target) -> PulseShape:
-        p = self.params
-        nominal = target.nominal_pulse
-        return PulseShape(
-            nominal.amplitude_volts if p.amplitude_volts is None else p.amplitude_volts,
-            nominal.width_seconds if p.width_seconds is None else p.width_seconds,
-        )
-
     def estimate(self, target: Target) -> Estimate:
         p, n = self.params, self.devices(target)
         est = Estimate()
-        est.add_shape(self._shape(target))
+        est.add_shape(pulse_or_nominal(p, target.nominal_pulse))
         updates = sum(len(_nets(k, p.net_fractions)) for k in p.budgets) * p.repeats
         add_recenter(est, target, n, self.recenter_cap(target), len(p.budgets) * p.repeats)
         for k in p.budgets:
@@ -276,7 +265,7 @@ class PushPullNoise(Protocol):
 
     def run(self, ctx: RunContext) -> Iterator[None]:
         p = self.params
-        shape = self._shape(ctx.target)
+        shape = pulse_or_nominal(p, ctx.target.nominal_pulse)
         for k in p.budgets:
             for r in range(p.repeats):
                 ctx.recenter(self.recenter_cap(ctx.target))
@@ -347,18 +336,10 @@ class Endurance(Protocol):
     Params = EnduranceParams
     tables = {"cycles": ("cycle", "device", "g_after_push_siemens", "g_after_pull_siemens")}
 
-    def _shape(self, target: Target) -> PulseShape:
-        p = self.params
-        nominal = target.nominal_pulse
-        return PulseShape(
-            nominal.amplitude_volts if p.amplitude_volts is None else p.amplitude_volts,
-            nominal.width_seconds if p.width_seconds is None else p.width_seconds,
-        )
-
     def estimate(self, target: Target) -> Estimate:
         p, n = self.params, self.devices(target)
         est = Estimate()
-        est.add_shape(self._shape(target))
+        est.add_shape(pulse_or_nominal(p, target.nominal_pulse))
         est.add_apply(p.pulses_per_cycle, n, 2 * p.cycles)
         est.add_reads(n, p.n_averages, 2 * p.cycles)
         est.steps = p.cycles
@@ -366,7 +347,7 @@ class Endurance(Protocol):
 
     def run(self, ctx: RunContext) -> Iterator[None]:
         p = self.params
-        shape = self._shape(ctx.target)
+        shape = pulse_or_nominal(p, ctx.target.nominal_pulse)
         for c in range(p.cycles):
             ctx.apply(p.pulses_per_cycle, 0, shape)
             high = ctx.read(p.n_averages)

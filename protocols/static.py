@@ -16,11 +16,10 @@ from dwlab.protocols.base import (
     Target,
     add_recenter,
     param,
+    pulse_or_nominal,
     save_figure,
 )
 from dwlab.protocols.pulsing import _floats
-
-from dwlab.types import PulseShape
 
 
 @dataclass(frozen=True)
@@ -178,13 +177,6 @@ class DeviceMap(Protocol):
     tables = {"devices": ("device", "index", "g_max_siemens", "g_min_siemens", "saturated",
                           "step_push_siemens", "step_pull_siemens")}
 
-    def _saturating(self, target: Target) -> PulseShape:
-        nominal, p = target.nominal_pulse, self.params
-        return PulseShape(
-            nominal.amplitude_volts if p.amplitude_volts is None else p.amplitude_volts,
-            nominal.width_seconds if p.width_seconds is None else p.width_seconds,
-        )
-
     def _chunks(self, target: Target) -> list[int]:
         """One saturating burst split into applies the limits allow."""
         total, cap = self.params.saturate_pulses, target.limits.max_pulses_per_device
@@ -193,7 +185,7 @@ class DeviceMap(Protocol):
     def estimate(self, target: Target) -> Estimate:
         p, n = self.params, self.devices(target)
         est = Estimate()
-        est.add_shape(self._saturating(target))
+        est.add_shape(pulse_or_nominal(p, target.nominal_pulse))
         est.add_shape(target.nominal_pulse)
         for chunk in self._chunks(target):
             est.add_apply(chunk, n, 2 * p.max_bursts)
@@ -207,7 +199,7 @@ class DeviceMap(Protocol):
         """Bursts towards one end until a burst no longer moves any selected device (or
         ``max_bursts``); returns the conductances and which devices settled."""
         p = self.params
-        shape = self._saturating(ctx.target)
+        shape = pulse_or_nominal(p, ctx.target.nominal_pulse)
         t = ctx.target
         tolerance = p.settle_fraction * (t.conductance_max_siemens - t.conductance_min_siemens)
         if t.step_siemens > 0:  # a burst that still moves moves by about step x pulses

@@ -3,23 +3,12 @@ plots (measured vs simulated), written into one folder."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 from dwlab.sim.calibration import FITTED, UNITS, Calibration, KSResult, model_mean_step
 
-from dwlab.records import TableWriter, atomic_write_bytes, atomic_write_text
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+from dwlab.records import TableWriter, atomic_write_text
 
 
 def _label(key: tuple[float, float, int]) -> str:
@@ -29,10 +18,7 @@ def _label(key: tuple[float, float, int]) -> str:
 def write_report(folder: Path, cal: Calibration, ks: list[KSResult], simulated: dict,
                  alpha: float, passed: bool) -> list[Path]:
     """Write tables, a markdown summary and PNG plots; returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from dwlab.plots import plt, save_png, subplot_grid
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -56,10 +42,7 @@ def write_report(folder: Path, cal: Calibration, ks: list[KSResult], simulated: 
     # 1. held-out measured vs simulated step distributions, overlaid
     keys = [(r.amplitude_volts, r.width_seconds, r.polarity) for r in ks]
     p_of = {k: r.p_value for k, r in zip(keys, ks, strict=True)}
-    cols = min(6, max(1, len(keys)))
-    rows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.9 * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = subplot_grid(len(keys), 6, (2.8, 2.9), layout="constrained")
     for ax, key in zip(axes.flat, keys, strict=False):
         m, s = cal.heldout[key].delta * 1e6, simulated[key].delta * 1e6
         bins = np.histogram_bin_edges(np.concatenate([m, s]), bins=25)
@@ -68,11 +51,9 @@ def write_report(folder: Path, cal: Calibration, ks: list[KSResult], simulated: 
                 label="simulated")
         ax.set_title(f"{_label(key)}\nKS p = {p_of[key]:.2g}", fontsize=7)
         ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
     axes.flat[0].legend(fontsize=6)
     fig.supxlabel("step (uS), held-out measurements vs twin from calibration")
-    written.append(_save(fig, folder / "overlay_step_distributions.png"))
+    written.append(save_png(fig, folder / "overlay_step_distributions.png"))
 
     # 2. mean and spread of steps vs amplitude: measured, model, simulated
     fit = cal.fit_conditions
@@ -108,7 +89,7 @@ def write_report(folder: Path, cal: Calibration, ks: list[KSResult], simulated: 
     axes[0, 0].legend(fontsize=6)
     axes[1, 0].legend(fontsize=6)
     fig.suptitle("Step mean and spread: measured (fit set), fitted model, simulated twin")
-    written.append(_save(fig, folder / "overlay_step_moments.png"))
+    written.append(save_png(fig, folder / "overlay_step_moments.png"))
 
     # 3. residuals of the condition means against the model, in standard errors
     fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -126,7 +107,7 @@ def write_report(folder: Path, cal: Calibration, ks: list[KSResult], simulated: 
     ax.set_ylabel("(measured - model) / se")
     ax.set_title("Residuals of mean step")
     ax.legend(fontsize=6, ncol=2)
-    written.append(_save(fig, folder / "residuals.png"))
+    written.append(save_png(fig, folder / "residuals.png"))
 
     # 4. per-device estimates (device-to-device spread)
     e = cal.per_device
@@ -138,7 +119,7 @@ def write_report(folder: Path, cal: Calibration, ks: list[KSResult], simulated: 
         ax.set_title(title, fontsize=8)
         ax.tick_params(labelsize=6)
     fig.suptitle("Per-device estimates")
-    written.append(_save(fig, folder / "device_estimates.png"))
+    written.append(save_png(fig, folder / "device_estimates.png"))
 
     lines = ["# Twin calibration report", "",
              f"Reference pulse: {cal.reference[0]:g} V, {cal.reference[1]:g} s",

@@ -29,15 +29,14 @@ import torch
 from dwlab.sim import physics
 from dwlab.sim.presets import MODELS, PRESETS, TwinParams
 
+from dwlab.config import LimitsConfig
 from dwlab.device import ArrayBase
 from dwlab.types import ArrayInfo, PulseLimits, PulsePlan, PulseReceipt, PulseShape, Readout
 
 __all__ = ["DEFAULT_LIMITS", "MODELS", "PRESETS", "TwinArray", "TwinParams"]
 
-DEFAULT_LIMITS = PulseLimits(
-    max_amplitude_volts=5.0, min_width_seconds=1e-9, max_width_seconds=1e-6,
-    max_pulses_per_device=4096, max_duty_cycle=0.5,
-)
+DEFAULT_LIMITS = LimitsConfig().pulse_limits()
+"""The limits of a twin built without a config: the config's defaults."""
 
 
 def _spread(base: float, rel: float, shape, gen, device) -> torch.Tensor:

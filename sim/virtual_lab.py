@@ -360,6 +360,20 @@ class VirtualMatrix(VirtualInstrument):
 
 
 class _Handler(socketserver.StreamRequestHandler):
+    def setup(self) -> None:
+        super().setup()
+        self._count_connection(+1)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self._count_connection(-1)
+
+    def _count_connection(self, change: int) -> None:
+        server: _Server = self.server  # type: ignore[assignment]
+        server.lab._count_connection(server.instrument.role, change)
+
     def handle(self) -> None:
         server: _Server = self.server  # type: ignore[assignment]
         instrument = server.instrument
@@ -431,6 +445,7 @@ class VirtualLab:
         self._threads: list[threading.Thread] = []
         self.delivered_push = torch.zeros(twin.size, dtype=torch.long)
         self.delivered_pull = torch.zeros(twin.size, dtype=torch.long)
+        self._connections = dict.fromkeys(self.instruments, 0)
 
     @classmethod
     def from_config(cls, loaded: Any, ports: dict[str, int] | None = None) -> VirtualLab:
@@ -520,6 +535,15 @@ class VirtualLab:
 
     def closed_crosspoints(self) -> set[str]:
         return set(self.matrix.closed)
+
+    def open_connections(self) -> dict[str, int]:
+        """Client connections each instrument holds open now."""
+        with self.lock:
+            return dict(self._connections)
+
+    def _count_connection(self, role: str, change: int) -> None:
+        with self.lock:
+            self._connections[role] += change
 
     def is_safe(self) -> bool:
         """Outputs off and every crosspoint open."""

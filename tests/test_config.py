@@ -23,32 +23,21 @@ def _error(tmp_path, text) -> ConfigError:
     return info.value
 
 
-def test_unknown_key_names_file_and_dotted_key(tmp_path):
-    err = _error(tmp_path, "controller:\n  update_bitz: 7\n")
-    assert err.key == "controller.update_bitz"
-    assert "unknown key" in str(err)
-
-
-def test_wrong_type_says_what_was_expected(tmp_path):
-    err = _error(tmp_path, "controller:\n  update_bits: seven\n")
-    assert err.key == "controller.update_bits"
-    assert "expected an integer" in str(err)
-
-
-def test_amplitude_outside_limits(tmp_path):
-    err = _error(
-        tmp_path,
-        "arrays:\n  main:\n    limits: {max_amplitude_volts: 2.0}\n"
-        "    pulse: {amplitude_volts: 3.0, width_seconds: 1.0e-8}\n",
-    )
-    assert err.key == "arrays.main"
-    assert "exceeds" in str(err)
-
-
-def test_unknown_literal_value(tmp_path):
-    err = _error(tmp_path, "controller:\n  scheme: magic\n")
-    assert err.key == "controller.scheme"
-    assert "push_pull_pair" in str(err)
+@pytest.mark.parametrize("text, key, says", [
+    pytest.param("controller:\n  update_bitz: 7\n", "controller.update_bitz", "unknown key",
+                 id="unknown key"),
+    pytest.param("controller:\n  update_bits: seven\n", "controller.update_bits",
+                 "expected an integer", id="wrong type"),
+    pytest.param("arrays:\n  main:\n    limits: {max_amplitude_volts: 2.0}\n"
+                 "    pulse: {amplitude_volts: 3.0, width_seconds: 1.0e-8}\n", "arrays.main",
+                 "exceeds", id="amplitude outside the limits"),
+    pytest.param("controller:\n  scheme: magic\n", "controller.scheme", "push_pull_pair",
+                 id="unknown literal value"),
+])
+def test_a_bad_value_is_named_by_file_and_dotted_key(tmp_path, text, key, says):
+    err = _error(tmp_path, text)
+    assert err.key == key
+    assert says in str(err)
 
 
 def test_missing_file(tmp_path):

@@ -13,7 +13,7 @@ import torch
 from dwlab.sim.twin import DEFAULT_LIMITS, PRESETS, TwinArray
 
 from dwlab.config import ControllerConfig, MappingRule, ScheduleConfig
-from dwlab.controller import array_for, build_optimizer
+from dwlab.controller import array_for, build_optimizer, round_counts_
 from dwlab.errors import PlanError, PulseLimitError
 from dwlab.sgld import (
     alpha_for_range,
@@ -88,6 +88,19 @@ def test_temperature_mapping_inverts(pair):
     )
 
 
+def test_count_rounding_is_unbiased_and_stays_in_the_budget():
+    x = torch.tensor([127.0, 126.5, 300.0, -4.0, 0.25])
+    # The largest float32 below 1: 127 + u rounds to 128 in float32, yet the count is 127.
+    top = torch.full_like(x, float(torch.nextafter(torch.tensor(1.0), torch.tensor(0.0))))
+    assert round_counts_(x.clone(), top, 0, 127).tolist() == [127, 127, 127, 0, 1]
+    assert round_counts_(x.clone(), torch.zeros_like(x), 0, 127).tolist() == [127, 126, 127,
+                                                                            0, 0]
+    gen = torch.Generator().manual_seed(0)
+    many = torch.full((200_000,), 3.3)
+    rounded = round_counts_(many, torch.rand(many.shape, generator=gen), 0, 15)
+    assert float(rounded.mean()) == pytest.approx(3.3, abs=0.005)
+
+
 def test_mapping_rules_route_weights_and_keep_biases_digital():
     model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
     rules = [MappingRule(match="2.*", array="out"), MappingRule(match="*", array="main")]
@@ -135,9 +148,10 @@ N_DATA, LR, TEMPERATURE = 1000, 0.1, 1.0
 
 def noise_controller(scheme: str, n_devices: int = 20_000):
     model = linear(200, n_devices // 200, zero=True)
+    # A wide update range (long pulses) keeps the read-back noise small beside the pulses'.
     cfg = ControllerConfig(
         scheme=scheme, lr=LR, temperature=TEMPERATURE, weight_scale="temperature",
-        update_bits=7,
+        update_bits=7, update_range=0.12,
     )
     opt = build_optimizer(model, cfg, dataset_size=N_DATA, array_factory=Factory(UNIFORM))
     return model, opt
@@ -184,6 +198,98 @@ def test_push_pull_variance_flat_but_gradient_only_grows():
     assert go_var[0] == pytest.approx(read_var, rel=0.1)  # no Langevin noise at zero gradient
     assert go_var[1] - read_var == pytest.approx(10 * pulse_var, rel=0.15)
     assert go_var[2] - read_var == pytest.approx(40 * pulse_var, rel=0.15)
+
+
+# -- fixed update range --------------------------------------------------------------------
+
+QUIET = UNIFORM.replace(read_noise_siemens=0.0)  # no read-back noise: pulses' noise alone
+RANGE = 0.1
+
+
+def range_controller(scheme: str, bits: int, n_devices: int = 20_000):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(200, n_devices // 200, bias=False)
+    with torch.no_grad():
+        model.weight.normal_(0.0, 0.05)
+    cfg = ControllerConfig(scheme=scheme, lr=LR, update_bits=bits, update_range=RANGE)
+    opt = build_optimizer(model, cfg, dataset_size=N_DATA, array_factory=Factory(QUIET))
+    return model, opt
+
+
+@pytest.mark.parametrize("scheme", ["push_pull", "push_pull_pair"])
+def test_fixed_range_noise_does_not_depend_on_bits(scheme):
+    """Under a fixed update range the pulse width scales as 1/K, so the device noise of one
+    step (K pulses) is the same at every precision: range * sigma_0^2 / mu_0 per device."""
+    variances = {}
+    for bits in (4, 6, 8):
+        model, opt = range_controller(scheme, bits)
+        dw = opt.weights[0]
+        k = 2**bits - 1
+        info = dw.array.describe()
+        assert dw.pulse.width_seconds == pytest.approx(
+            info.nominal_pulse.width_seconds * RANGE * info.conductance_range_siemens
+            / (k * info.step_siemens))
+        # One push-pull unit of change (pair) or K mu- of offset (single) lands exactly on a
+        # level: no rounding noise, the pulses' noise alone.
+        units = 1.0 if dw.pair else 0.0
+        if not dw.pair:
+            dw.mu_push = dw.mu_pull  # symmetric: n+ = K/2 + x, an integer for odd x
+            units = 1.0
+        change, _ = step_with_grad(model, opt, units)
+        devices = 2 if dw.pair else 1
+        expected = (dw.alpha**2 * devices * RANGE * info.conductance_range_siemens
+                    * info.step_sigma_siemens**2 / info.step_siemens)
+        variances[bits] = float(change.var())
+        assert variances[bits] == pytest.approx(expected, rel=0.10), bits
+        assert opt.last_stats["pulses_sent"] == devices * k * dw.n_weights
+    assert max(variances.values()) / min(variances.values()) < 1.15
+
+
+@pytest.mark.parametrize("scheme", ["push_pull", "push_pull_pair"])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_largest_update_spans_the_configured_range(scheme, bits):
+    """A step beyond the budget sends K pushes: the device moves by update_range of its
+    conductance range, the weight by update_range of its window."""
+    model, opt = range_controller(scheme, bits, n_devices=4000)
+    dw = opt.weights[0]
+    g_range = dw.array.describe().conductance_range_siemens
+    g_before = dw.array.conductance().clone()
+    change, _ = step_with_grad(model, opt, 50.0 * 2**bits)
+    moved = (dw.array.conductance() - g_before)
+    device_change = float((moved[0] if dw.pair else moved).mean())
+    assert device_change == pytest.approx(RANGE * g_range, rel=0.05)
+    window = dw.alpha * g_range * (2 if dw.pair else 1)
+    assert float(change.mean()) == pytest.approx(RANGE * window, rel=0.05)
+    assert opt.last_stats["steps_clipped"] == dw.n_weights
+
+
+def test_update_pulse_below_the_width_limit_is_refused_before_any_pulse():
+    factory = Factory()  # nominal 10 ns pulses, limits from 1 ns
+    cfg = ControllerConfig(scheme="push_pull_pair", update_bits=8, update_range=0.001)
+    with pytest.raises(PulseLimitError, match=r"controller.update_range.*min_width_seconds"):
+        build_optimizer(linear(8, 4), cfg, dataset_size=10, array_factory=factory)
+    assert factory.built[0].pulses_applied == 0
+    # Empty update_range: the nominal pulse as it is, whatever the bits.
+    opt = build_optimizer(linear(8, 4), ControllerConfig(update_bits=8, update_range=None),
+                          dataset_size=10, array_factory=Factory())
+    assert opt.weights[0].pulse == opt.weights[0].array.describe().nominal_pulse
+
+
+@pytest.mark.parametrize("bad", ["weight", "bias"])
+def test_non_finite_gradient_is_refused_naming_the_parameter(bad):
+    model = linear(10, 5, bias=True)
+    opt = build_optimizer(model, ControllerConfig(scheme="push_pull_pair"), dataset_size=100,
+                          array_factory=Factory())
+    twin = opt.weights[0].array
+    x_before, w_before = twin.x.clone(), model.weight.detach().clone()
+    model.weight.grad = torch.zeros_like(model.weight)
+    model.bias.grad = torch.zeros_like(model.bias)
+    getattr(model, bad).grad.view(-1)[1] = float("nan")
+    getattr(model, bad).grad.view(-1)[2] = float("inf")
+    with pytest.raises(PlanError, match=rf"'{bad}' has 2 non-finite"):
+        opt.step()
+    assert torch.equal(twin.x, x_before) and torch.equal(model.weight, w_before)
+    assert opt.step_count == 0
 
 
 def test_pairs_saturating_in_common_mode_are_recentred():
@@ -345,3 +451,6 @@ def test_controller_config_is_validated_with_file_and_key():
                   key="controller")
     with pytest.raises(ConfigError, match="recentre_margin"):
         from_data(ControllerConfig, {"recentre_margin": 0.7}, key="controller")
+    with pytest.raises(ConfigError, match="update_range"):
+        from_data(ControllerConfig, {"update_range": 0.0}, key="controller")
+    assert from_data(ControllerConfig, {"update_range": None}).update_range is None

@@ -127,34 +127,34 @@ def _role(adapter_cls, instrument_cls, pairs, **kwargs):
     return role, protocol
 
 
-def test_2450_meter_sets_compliance_before_the_output_goes_on():
-    role, protocol = _role(Keithley2450Meter, Keithley2450, [
+METER_SEQUENCES = {
+    # the compliance is set before the output ever goes on
+    "2450": (Keithley2450Meter, Keithley2450, (0.01, 1e-4, 4, 0.1), 2.5e-6, [
         (":SOUR:FUNC VOLT", None), (":SOUR:VOLT:ILIM 0.0001", None),
         (":SOUR:VOLT:LEV 0.01", None), (':SENS:FUNC "CURR"', None),
         (":SENS:CURR:RSEN ON", None), (":SENS:CURR:NPLC 0.1", None),
         ("OUTPUT ON", None), (":READ?", "2.5e-06"),
         ("OUTPUT OFF", None), ("OUTPUT?", "0"),
-    ])
-    assert isinstance(role, ConductanceMeter)
-    role.configure(0.01, 1e-4, 4, 0.1)
-    role.output_on()
-    assert role.measure_current() == pytest.approx(2.5e-6)
-    role.output_off()
-    assert protocol._index == len(protocol.comm_pairs)
-
-
-def test_2400_meter_command_sequence():
-    role, protocol = _role(Keithley2400Meter, Keithley2400, [
+    ]),
+    "2400": (Keithley2400Meter, Keithley2400, (0.02, 2e-4, 2, 1.0), 4e-6, [
         (":FORMAT:ELEMENTS VOLTAGE, CURRENT, RESISTANCE, TIME, STATUS", None),
         (":SOURCE:FUNCTION VOLT", None), (":SENSE:CURRENT:PROTECTION 0.0002", None),
         (":SOURCE:VOLTAGE 0.02", None), (":SYSTEM:RSENSE 0", None),
         (":SENSE:CURRENT:NPLCYCLES 1", None), ("OUTPUT 1", None),
         (":MEASURE:CURRENT?", "2.0E-02,4.0E-06,5.0E+03,1.0E+00,0"),
         ("OUTPUT 0", None), ("OUTPUT?", "0"),
-    ])
-    role.configure(0.02, 2e-4, 2, 1.0)
+    ]),
+}
+
+
+@pytest.mark.parametrize("model", sorted(METER_SEQUENCES))
+def test_meter_command_sequence(model):
+    adapter_cls, driver_cls, configure_args, current, pairs = METER_SEQUENCES[model]
+    role, protocol = _role(adapter_cls, driver_cls, pairs)
+    assert isinstance(role, ConductanceMeter)
+    role.configure(*configure_args)
     role.output_on()
-    assert role.measure_current() == pytest.approx(4e-6)
+    assert role.measure_current() == pytest.approx(current)
     role.output_off()
     assert protocol._index == len(protocol.comm_pairs)
 

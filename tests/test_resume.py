@@ -14,19 +14,10 @@ import yaml
 from dwlab.cli import main
 from dwlab.records import read_events, read_table
 
-CONFIG = {
-    "name": "resume",
-    "seed": 11,
-    "arrays": {"main": {"backend": "twin",
-                        "pulse": {"amplitude_volts": 1.0, "width_seconds": 1.0e-9}}},
-    "controller": {"scheme": "push_pull_pair", "update_bits": 5, "lr": 0.5,
-                   "temperature": 0.03},
-    # 8 batches per epoch, 3 epochs; checkpoints every 5 steps and at each epoch end.
-    "training": {"dataset": "digits", "model": "mlp", "width": 16, "epochs": 3,
-                 "batch_size": 32, "limit_train": 256, "limit_test": 100,
-                 "burn_in_epochs": 1, "thinning_steps": 2, "max_samples": 3,
-                 "checkpoint_every_steps": 5},
-}
+# 8 batches per epoch, 3 epochs; checkpoints every 5 steps and at each epoch end.
+TRAINING = {"width": 16, "epochs": 3, "limit_train": 256, "limit_test": 100,
+            "burn_in_epochs": 1, "thinning_steps": 2, "max_samples": 3,
+            "checkpoint_every_steps": 5}
 KILL_AT_STEP = 13  # epoch 2, batch 5: mid-epoch; the last checkpoint was at step 10
 
 # The child trains through the real CLI; the only change is a hook that SIGKILLs the
@@ -47,9 +38,14 @@ CHILD = textwrap.dedent("""
 LABELS = ("push_pull_pair-5bit", "float_sgd")
 
 
-def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
+@pytest.fixture
+def resume_config(digits_twin_config):
+    return digits_twin_config("resume", 11, update_bits=5, **TRAINING)
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path, resume_config):
     config = tmp_path / "resume.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    config.write_text(yaml.safe_dump(resume_config))
     straight, killed = tmp_path / "straight", tmp_path / "killed"
 
     assert main(["train", "--config", str(config), "--run-dir", str(straight),
@@ -100,9 +96,9 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert json.loads((killed / LABELS[0] / "result.json").read_text())["resumed_attempts"] == 1
 
 
-def test_resume_refuses_a_corrupt_checkpoint(tmp_path, capsys):
+def test_resume_refuses_a_corrupt_checkpoint(tmp_path, capsys, resume_config):
     config = tmp_path / "resume.yaml"
-    data = json.loads(json.dumps(CONFIG))
+    data = resume_config
     data["training"].update(epochs=1, limit_train=64)
     config.write_text(yaml.safe_dump(data))
     run = tmp_path / "run"

@@ -19,7 +19,7 @@ CONFIG = {
     "arrays": {"main": {"backend": "twin",
                         "pulse": {"amplitude_volts": 1.0, "width_seconds": 1.0e-9}}},
     "controller": {"scheme": "push_pull_pair", "update_bits": 7, "lr": 0.5,
-                   "temperature": 0.03},
+                   "temperature": 0.03, "update_range": 0.1},
     "training": {"dataset": "digits", "model": "mlp", "width": 16, "epochs": 1,
                  "batch_size": 32, "limit_train": 128, "limit_test": 60,
                  "burn_in_epochs": 0.5, "thinning_steps": 1, "max_samples": 2},
@@ -33,11 +33,6 @@ def test_sweep_specs_cover_references_and_precisions_per_seed():
     assert len(specs) == 8 and {s.seed for s in specs[4:]} == {1}
     with pytest.raises(ValueError, match="device scheme"):
         sweep_specs("float_sgd", [4], [0])
-    assert all(s.pulse_scale == 1.0 for s in specs)
-    # Fixed update range: K * pulse width is the same at every precision.
-    fixed = sweep_specs("push_pull_pair", [4, 7, 8], [0], fixed_range_from_bits=7)
-    scales = {s.update_bits: s.pulse_scale for s in fixed if s.scheme == "push_pull_pair"}
-    assert scales == pytest.approx({4: 127 / 15, 7: 1.0, 8: 127 / 255})
 
 
 def test_sweep_writes_table_csv_and_plot(tmp_path, capsys):
@@ -45,7 +40,7 @@ def test_sweep_writes_table_csv_and_plot(tmp_path, capsys):
     config.write_text(yaml.safe_dump(CONFIG))
     run = tmp_path / "sweep"
     assert main(["sweep", "--config", str(config), "--bits", "2", "6", "--seeds", "0", "1",
-                 "--fixed-range", "--run-dir", str(run), "--no-progress"]) == 0
+                 "--run-dir", str(run), "--no-progress"]) == 0
     rows = read_table(run / "sweep.csv")
     assert len(rows) == 8
     assert sorted({(r["scheme"], r["update_bits"]) for r in rows if r["scheme"] ==
@@ -68,11 +63,13 @@ def test_sweep_writes_table_csv_and_plot(tmp_path, capsys):
     assert f"{gap:+.2f}" in line
     assert "| float_sgld | - |" in table and table in capsys.readouterr().out
     assert (run / "accuracy_vs_bits.png").stat().st_size > 1000
-    # --fixed-range: the 2-bit runs use pulses (127 / 3) times as wide as the 7-bit config.
-    two_bit = json.loads((run / "push_pull_pair-2bit-s0" / "result.json").read_text())
-    assert two_bit["pulse_scale"] == pytest.approx(127 / 3)
-    two_bit_row = next(li for li in table.splitlines() if li.startswith("| push_pull_pair | 2 |"))
-    assert "| 42.3 |" in two_bit_row
+    # Every precision runs at the config's update range: the same device noise per step,
+    # so the same effective temperature (T_eff column) at 2 and 6 bits.
+    assert "update range 0.1," in table
+    t_eff = {bits: next(li for li in table.splitlines()
+                        if li.startswith(f"| push_pull_pair | {bits} |")).split("|")[8]
+             for bits in (2, 6)}
+    assert float(t_eff[2]) == pytest.approx(float(t_eff[6]), rel=0.1)
 
 
 def load_benchmark():

@@ -11,21 +11,18 @@ from dwlab.errors import ConfigError
 from dwlab.records import read_events, read_table
 from dwlab.training import PosteriorStore, classification_metrics, read_curves
 
-TINY = {
-    "name": "tiny",
-    "seed": 3,
-    "arrays": {"main": {"backend": "twin",
-                        "pulse": {"amplitude_volts": 1.0, "width_seconds": 1.0e-9}}},
-    "controller": {"scheme": "push_pull_pair", "update_bits": 5, "lr": 0.5,
-                   "temperature": 0.03},
-    "training": {"dataset": "digits", "model": "mlp", "width": 32, "epochs": 3,
-                 "batch_size": 32, "limit_train": 512, "limit_test": 120,
+TINY_TRAINING = {"width": 32, "epochs": 3, "limit_train": 512, "limit_test": 120,
                  "burn_in_epochs": 1, "thinning_steps": 3, "max_samples": 4,
-                 "checkpoint_every_steps": 5},
-}
+                 "checkpoint_every_steps": 5}
 
 
-def write_config(tmp_path, data=TINY, name="tiny.yaml"):
+@pytest.fixture(scope="module")
+def tiny_config(digits_twin_config):
+    """A fresh dict per call."""
+    return lambda: digits_twin_config("tiny", 3, update_bits=5, **TINY_TRAINING)
+
+
+def write_config(tmp_path, data, name="tiny.yaml"):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
     return path
@@ -70,25 +67,25 @@ def test_posterior_store_averages_samples_and_restores_the_weights():
     assert len(restored) == 2 and restored.samples[1]["devices"]["w"]["position"][0] == 3.0
 
 
-def test_training_config_is_validated(tmp_path):
-    bad = json.loads(json.dumps(TINY))
+def test_training_config_is_validated(tmp_path, tiny_config):
+    bad = tiny_config()
     bad["training"]["bf16"] = True
     with pytest.raises(ConfigError, match="training.*bf16 and channels_last need"):
         load_config(write_config(tmp_path, bad))
-    bad = json.loads(json.dumps(TINY))
+    bad = tiny_config()
     bad["training"]["epochz"] = 3
     with pytest.raises(ConfigError, match="training.epochz"):
         load_config(write_config(tmp_path, bad))
-    bad = json.loads(json.dumps(TINY))
+    bad = tiny_config()
     bad["training"]["model"] = "vgg"
     with pytest.raises(ConfigError, match="training.model"):
         load_config(write_config(tmp_path, bad))
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, tiny_config):
     tmp = tmp_path_factory.mktemp("train")
-    config = write_config(tmp)
+    config = write_config(tmp, tiny_config())
     run_dir = tmp / "run"
     rc = main(["train", "--config", str(config), "--run-dir", str(run_dir), "--no-progress"])
     assert rc == 0

@@ -9,13 +9,18 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from dwlab.drivers.registry import connect_driver
 from dwlab.sim.virtual_lab import VirtualLab
-from test_virtual_lab_support import lab_config, open_lab_array
+from test_virtual_lab_support import (
+    CONFIGS,
+    autostarted_lab,
+    lab_config,
+    open_lab_array,
+    training_lab_config,
+)
 
 from dwlab.config import load_config
 from dwlab.errors import (
@@ -281,8 +286,6 @@ def test_identify_prints_identities_without_touching_outputs(tmp_path, capsys):
 
 # -- checked-in configs and the mixed mapping ------------------------------------------------
 
-CONFIGS = Path(__file__).resolve().parents[1] / "lab_configs"
-
 
 def test_checked_in_instrument_configs_are_valid():
     bench = load_config(CONFIGS / "bench_example.yaml").config
@@ -307,37 +310,20 @@ def test_virtual_lab_config_puts_the_last_mlp_layer_on_the_chip():
     assert tuple(cfg.arrays["chip"].shape) == (2, *last.shape)  # a differential pair
 
 
-def _with_free_ports(tmp_path):
-    text = (CONFIGS / "virtual_lab.yaml").read_text()
-    for old in ("50301", "50302", "50303"):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        text = text.replace(f"::{old}::", f"::{s.getsockname()[1]}::")
-        s.close()
-    path = tmp_path / "virtual_lab.yaml"
-    path.write_text(text)
-    return path
-
-
 def test_train_with_the_last_layer_on_the_virtual_lab(tmp_path, capsys):
     """``dwlab train`` starts the lab in-process and trains through the instruments."""
-    from dwlab import backends
     from dwlab.cli import main
 
-    path = _with_free_ports(tmp_path)
-    try:
+    path = training_lab_config(tmp_path)
+    with autostarted_lab(path) as lab:
         rc = main(["train", "--config", str(path), "--no-float", "--no-progress",
                    "--epochs", "1", "--limit-train", "64", "--limit-test", "64",
                    "--run-dir", str(tmp_path / "run")])
         assert rc == 0
-        lab = backends._RUNNING_LABS[str(path.resolve())]
         fired = [m for m in lab.pulser.log if "*TRG" in m]
         assert len(fired) >= 320  # every device of the pair array pulsed at least once
         assert int(lab.delivered_push.sum() + lab.delivered_pull.sum()) > 0
         assert lab.is_safe()
-    finally:
-        for key in [k for k in backends._RUNNING_LABS if k == str(path.resolve())]:
-            backends._RUNNING_LABS.pop(key).stop()
 
 
 def test_identify_reports_an_instrument_that_does_not_answer(tmp_path, capsys):

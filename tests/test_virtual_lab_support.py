@@ -2,10 +2,15 @@
 
 ``lab_config`` writes a small lab config with a hardware array served by the virtual lab
 on ephemeral ports; ``open_lab_array`` starts the lab and opens the array through pyvisa-py.
+``training_lab_config`` and ``autostarted_lab`` serve ``dwlab train`` on the checked-in
+virtual-lab config.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +18,11 @@ import yaml
 from dwlab.drivers.hardware_array import HardwareArray
 from dwlab.sim.virtual_lab import VirtualLab
 
+from dwlab import backends
 from dwlab.config import load_config
 
 LOOPBACK = "TCPIP::127.0.0.1::0::SOCKET"
+CONFIGS = Path(__file__).resolve().parents[1] / "lab_configs"
 
 
 def lab_config(folder: Path, *, shape=(3, 4), pulser="agilent81110a", meter="keithley2450",
@@ -69,3 +76,31 @@ def open_lab_array(path: Path, **overrides: Any) -> tuple[VirtualLab, HardwareAr
         lab.stop()
         raise
     return lab, array
+
+
+def training_lab_config(folder: Path) -> Path:
+    """``lab_configs/virtual_lab.yaml`` (digits MLP, last layer on the chip) with its
+    instruments moved to free ports, written into ``folder``."""
+    text = (CONFIGS / "virtual_lab.yaml").read_text()
+    for old in ("50301", "50302", "50303"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            text = text.replace(f"::{old}::", f"::{s.getsockname()[1]}::")
+    path = Path(folder) / "virtual_lab.yaml"
+    path.write_text(text)
+    return path
+
+
+@contextlib.contextmanager
+def autostarted_lab(path: Path) -> Iterator[VirtualLab]:
+    """The in-process lab that ``dwlab train --config path`` connects to, started here so
+    that a test can inspect it (and inject faults); stopped at the end."""
+    loaded = load_config(path)
+    key = str(loaded.path.resolve())
+    backends.ensure_virtual_lab(loaded)
+    try:
+        yield backends._RUNNING_LABS[key]
+    finally:
+        lab = backends._RUNNING_LABS.pop(key, None)
+        if lab is not None:
+            lab.stop()

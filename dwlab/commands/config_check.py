@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from dwlab.backends import check_arrays
 from dwlab.config import load_config
 from dwlab.errors import ConfigError
 
@@ -20,7 +21,7 @@ def run_check(args: argparse.Namespace) -> int:
     failed = 0
     for f in args.files:
         try:
-            load_config(f)
+            check_arrays(load_config(f))
         except ConfigError as exc:
             failed += 1
             print(f"FAIL {exc}")

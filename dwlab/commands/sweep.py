@@ -1,7 +1,8 @@
 """``dwlab sweep``: the precision experiment.
 
 The same training (config, epochs, seeds) with float SGD, float SGLD, and the configured
-device scheme (push-pull SGLD through the arrays) at several update precisions; writes
+device scheme (push-pull SGLD through the arrays) at several update precisions, all at the
+config's update range (``controller.update_range``: more bits, finer steps); writes
 ``sweep.csv`` (one row per run), ``sweep.md`` (mean and spread over seeds, and the gap to
 float SGD) and ``accuracy_vs_bits.png`` into the run folder.
 """
@@ -47,22 +48,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="device scheme (default: the config's controller.scheme)")
     p.add_argument("--no-float-sgld", action="store_true",
                    help="leave out the float SGLD reference")
-    p.add_argument("--fixed-range", action="store_true",
-                   help="scale the pulse width as 1/(2^bits - 1) so every precision has the "
-                        "update range of the configured pulse at controller.update_bits")
     add_training_overrides(p)
     p.set_defaults(func=run_sweep)
 
 
-def sweep_specs(scheme: str, bits: list[int], seeds: list[int], float_sgld: bool = True,
-                fixed_range_from_bits: int | None = None) -> list[RunSpec]:
+def sweep_specs(scheme: str, bits: list[int], seeds: list[int],
+                float_sgld: bool = True) -> list[RunSpec]:
     """Float references first (per seed), then the device scheme at every precision.
 
-    By default every precision uses the configured pulse, so a b-bit update can move a
-    weight by up to ``K = 2^b - 1`` pulses and the device noise (``K`` pulses' worth)
-    grows with b. With ``fixed_range_from_bits=r`` the pulse width is scaled by
-    ``(2^r - 1) / K`` instead: the largest update stays that of the configured pulse at r
-    bits, and more bits means a finer resolution of the same range.
+    The controller keeps the update range (``controller.update_range``) at every precision
+    by scaling the pulse width, so the bits change only the update's resolution.
     """
     if scheme not in DEVICE_SCHEMES:
         raise ValueError(f"the sweep needs a device scheme ({', '.join(DEVICE_SCHEMES)}), "
@@ -74,10 +69,7 @@ def sweep_specs(scheme: str, bits: list[int], seeds: list[int], float_sgld: bool
         if float_sgld:
             specs.append(RunSpec(f"float_sgld-s{seed}", "float_sgld", top, seed))
         for b in sorted(bits):
-            scale = 1.0
-            if fixed_range_from_bits is not None:
-                scale = (2**fixed_range_from_bits - 1) / (2**b - 1)
-            specs.append(RunSpec(f"{scheme}-{b}bit-s{seed}", scheme, b, seed, scale))
+            specs.append(RunSpec(f"{scheme}-{b}bit-s{seed}", scheme, b, seed))
     return specs
 
 
@@ -93,8 +85,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     else:
         loaded = with_training_overrides(load_config(args.config), **overrides(args))
         scheme = args.scheme or loaded.config.controller.scheme
-        specs = sweep_specs(scheme, args.bits, args.seeds, not args.no_float_sgld,
-                            loaded.config.controller.update_bits if args.fixed_range else None)
+        specs = sweep_specs(scheme, args.bits, args.seeds, not args.no_float_sgld)
         folder = start_sweep(loaded, specs, args.run_dir)
     print(f"dwlab sweep: records in {folder}")
     results = run_folder(folder, progress=not args.no_progress, keep_going=True)
@@ -131,16 +122,18 @@ def summarise(folder: Path, results: list[dict[str, Any]]) -> str:
         groups.setdefault(_method(r), []).append(r)
     float_sgd = groups.get(("float_sgd", None))
     reference = _mean_std([r["accuracy"] for r in float_sgd])[0] if float_sgd else None
-    t = loaded.config.training
+    t, c = loaded.config.training, loaded.config.controller
+    update_range = "nominal pulse" if c.update_range is None else f"{c.update_range:g}"
     lines = [
         f"Test accuracy, {t.model} (width {t.width}) on {t.dataset}, {t.epochs} epochs, "
-        f"seeds {sorted({r['seed'] for r in results})}. Rows with samples > 0: Bayesian model "
-        "average over that many posterior samples; otherwise the final weights. T_eff: mean "
-        "effective temperature the device noise realised.",
+        f"seeds {sorted({r['seed'] for r in results})}; lr {c.lr:g}, update range "
+        f"{update_range}, weight range {c.weight_range:g}. Rows with samples > 0: Bayesian "
+        "model average over that many posterior samples; otherwise the final weights. "
+        "T_eff: mean effective temperature the device noise realised.",
         "",
         "| method | bits | accuracy (%) | vs float SGD (pp) | NLL | ECE | pulses/weight "
-        "| pulse width x | T_eff | samples | runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| T_eff | samples | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (scheme, bits), rs in sorted(groups.items(),
                                      key=lambda kv: (kv[0][1] is not None, kv[0][1] or 0,
@@ -151,13 +144,12 @@ def summarise(folder: Path, results: list[dict[str, Any]]) -> str:
         gap = f"{100 * (acc - reference):+.2f}" if reference is not None else "-"
         pulses = (f"{statistics.fmean(r['pulses_per_weight'] for r in rs):.0f}"
                   if rs[0]["device_backed"] else "-")
-        scale = f"{rs[0].get('pulse_scale', 1.0):.3g}" if rs[0]["device_backed"] else "-"
         t_eff = (f"{statistics.fmean(r['effective_temperature_mean'] for r in rs):.3g}"
                  if rs[0]["device_backed"] and "effective_temperature_mean" in rs[0] else "-")
         samples = statistics.fmean(r["samples"] for r in rs)
         lines.append(f"| {scheme} | {bits if bits is not None else '-'} | "
                      f"{100 * acc:.2f} ± {100 * acc_sd:.2f} | {gap} | {nll:.4f} | {ece:.4f} | "
-                     f"{pulses} | {scale} | {t_eff} | {samples:g} | {len(rs)} |")
+                     f"{pulses} | {t_eff} | {samples:g} | {len(rs)} |")
     lines += [f"- failed: {r['label']}: {r['failed']}" for r in failed]
     table_md = "\n".join(lines) + "\n"
     atomic_write_text(folder / "sweep.md", table_md)

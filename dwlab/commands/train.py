@@ -101,5 +101,5 @@ def report(results: list[dict[str, Any]], folder: Path) -> str:
     lines.append("accuracy, NLL, ECE and entropy: Bayesian model average over the posterior "
                  "samples (SGLD schemes) or the final weights (float SGD), on the test set")
     lines.append(f"records: {folder} (config.yaml, metadata.json, per-run steps.csv, "
-                 "epochs.csv, checkpoints; learning_curves.png)")
+                 "epochs.csv, device_events.jsonl, checkpoints; learning_curves.png)")
     return "\n".join(lines)
