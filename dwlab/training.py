@@ -89,8 +89,6 @@ class RunSpec:
     scheme: str
     update_bits: int
     seed: int
-    pulse_scale: float = 1.0
-    """Factor on every array's pulse width (sweeps at a fixed update range: 1/K)."""
 
     def controller(self, base: ControllerConfig) -> ControllerConfig:
         return dataclasses.replace(base, scheme=self.scheme, update_bits=self.update_bits)
@@ -257,13 +255,6 @@ class TrainingRun:
     def __init__(self, loaded: LoadedConfig, spec: RunSpec, folder: Path, data: ImageData,
                  progress: bool = True):
         config = dataclasses.replace(loaded.config, seed=spec.seed)
-        if spec.pulse_scale != 1.0:
-            plain = to_data(config)
-            for array in plain["arrays"].values():
-                if array["pulse"] is not None:
-                    array["pulse"]["width_seconds"] *= spec.pulse_scale
-            config = from_data(LabConfig, plain,
-                               file=f"{loaded.path} (pulse width x {spec.pulse_scale:g})")
         self.loaded = dataclasses.replace(loaded, config=config)
         self.spec = spec
         self.folder = folder
@@ -446,7 +437,6 @@ class TrainingRun:
             "steps": state["step"], "train_seconds": state["seconds"],
             "pulses_total": state["pulses_total"], "mapped_weights": weights,
             "effective_temperature_mean": state["temperature_sum"] / max(1, state["step"]),
-            "pulse_scale": self.spec.pulse_scale,
             "pulses_per_weight": state["pulses_total"] / weights if weights else 0.0,
             "device_backed": bool(opt.weights), "resumed_attempts": state["attempt"],
             "model_parameters": count_parameters(model),
