@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from dwlab.sim.twin import TwinParams
 
-from dwlab.config import from_data, read_yaml
+from dwlab.config import PulseConfig, from_data, read_yaml
 from dwlab.errors import ConfigError
 from dwlab.records import atomic_write_text, now_iso
 
@@ -37,17 +37,11 @@ class ParamEntry:
 
 
 @dataclass(frozen=True)
-class ReferencePulse:
-    amplitude_volts: float
-    width_seconds: float
-
-
-@dataclass(frozen=True)
 class CalibrationFile:
     kind: str
     version: int
     params: dict[str, ParamEntry]
-    reference_pulse: ReferencePulse
+    reference_pulse: PulseConfig
     created: str = ""
     sources: list[str] = field(default_factory=list)
     goodness_of_fit: dict[str, Any] = field(default_factory=dict)
