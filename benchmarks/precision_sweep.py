@@ -2,10 +2,10 @@
 
 Trains a CIFAR-style ResNet18 on real Fashion-MNIST (or CIFAR-10 with ``--dataset
 cifar10 --data-dir FOLDER``) with float SGD, float SGLD and push-pull SGLD through the
-domain-wall twin at 4, 5, 6, 7 and 8 bits, same epochs, two seeds each, and prints one
-table (also written as sweep.md / sweep.csv / accuracy_vs_bits.png in the run folder).
+domain-wall twin at 1 to 8 bits, same epochs, two seeds each, and prints one table (also
+written as sweep.md / sweep.csv / accuracy_vs_bits.png in the run folder).
 
-    # the full sweep on two CPU cores (about 40 minutes; see the config for the sizes)
+    # the full sweep on two CPU cores (under 40 minutes; see the config for the sizes)
     .venv/bin/python benchmarks/precision_sweep.py
     # on a GPU at full width
     .venv/bin/python benchmarks/precision_sweep.py --device cuda --width 64 --epochs 10
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from dwlab.commands.sweep import start_sweep, summarise, sweep_specs
+from dwlab.commands.sweep import DEFAULT_BITS, start_sweep, summarise, sweep_specs
 from dwlab.config import load_config
 from dwlab.training import run_folder, with_training_overrides
 
@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, help="ResNet18 base width (config default)")
     p.add_argument("--epochs", type=int, help="epochs per run (config default)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--bits", type=int, nargs="+", default=[4, 5, 6, 7, 8])
+    p.add_argument("--bits", type=int, nargs="+", default=DEFAULT_BITS)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-test", type=int)
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast of the forward pass")
     p.add_argument("--run-dir", type=Path)
     p.add_argument("--quick", action="store_true",
                    help="smoke test: width 4, 512/256 images, 1 epoch, bits 4 and 8, 1 seed")

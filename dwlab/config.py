@@ -661,9 +661,10 @@ class TrainingConfig:
     torch_device: str = "cpu"
     """Where the model runs: cpu, cuda, cuda:1, ..."""
     bf16: bool = False
-    """bf16 autocast for forward and loss (CUDA only)."""
+    """bf16 autocast for the forward pass (CPU with AMX/AVX512-BF16, or CUDA): about twice
+    as fast; gradients, weights and the device updates stay float32."""
     channels_last: bool = False
-    """channels_last memory format for conv nets (CUDA only)."""
+    """channels_last memory format for conv nets (helps on CUDA, not on CPU)."""
 
     def validate(self) -> None:
         for name in ("width", "epochs", "batch_size", "eval_batch_size", "thinning_steps",
@@ -679,8 +680,6 @@ class TrainingConfig:
         if not (self.torch_device == "cpu" or self.torch_device.startswith("cuda")):
             raise ValueError(f"torch_device must be 'cpu' or 'cuda[:N]', got "
                              f"{self.torch_device!r}")
-        if (self.bf16 or self.channels_last) and not self.torch_device.startswith("cuda"):
-            raise ValueError("bf16 and channels_last need torch_device 'cuda'")
 
 
 @dataclass(frozen=True)

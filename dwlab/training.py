@@ -138,8 +138,8 @@ def predict_probs(model: nn.Module, data: ImageData, batch_size: int, device: to
 
 
 def _autocast(device: torch.device, bf16: bool):
-    if bf16 and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

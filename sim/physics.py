@@ -199,6 +199,29 @@ def _reflected_walk(
     return end, touched
 
 
+def _similar_count_chunks(counts: torch.Tensor, chunk_elements: int) -> list[torch.Tensor]:
+    """Split devices into index groups whose pulse counts lie within a factor of two, each
+    group holding at most about ``chunk_elements`` (pulses x devices).
+
+    A vectorised walk costs ``max(count) * devices`` per group: one re-centred pair with
+    thousands of pulses among walls with hundreds would otherwise set the cost of all.
+    """
+    order = torch.argsort(counts, stable=True)
+    ordered = counts[order]
+    # Group g holds counts in [2^(g-1), 2^g) (g = 0: no pulses, nothing to do).
+    group = torch.floor(torch.log2(ordered.clamp(min=1).double())).long() + 1
+    group[ordered == 0] = 0
+    sizes = torch.bincount(group).tolist()
+    chunks, start = [], 0
+    for g, size in enumerate(sizes):
+        if g and size:
+            step = max(1, chunk_elements // (1 << g))
+            for s in range(start, start + size, step):
+                chunks.append(order[s:min(s + step, start + size)])
+        start += size
+    return chunks
+
+
 def apply_pulses_one_end(
     x: torch.Tensor, n_push: torch.Tensor, n_pull: torch.Tensor,
     mu_push: torch.Tensor, sigma_push: torch.Tensor,
@@ -213,34 +236,32 @@ def apply_pulses_one_end(
     pairs, then over the surplus (the clipped walk is Markov, so phases compose). Exact for
     walls whose far end is out of reach (the caller checks), or for every wall with
     ``far_end=True`` (paths reaching the far end are replayed with both clips). Flat
-    inputs; the work is ``pulses * devices``, vectorised in chunks of ``chunk_elements``.
+    inputs; the work is about ``pulses``: walls are grouped by pulse count
+    (:func:`_similar_count_chunks`) and each group is vectorised.
     """
-    out = torch.empty_like(x)
-    touched = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+    out = x.clone()  # walls without pulses stay where they are
+    touched = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
     push = n_push.to(x.device, torch.long)
     pull = n_pull.to(x.device, torch.long)
-    most = int((push + pull).max()) if x.numel() else 0
-    chunk = max(1, chunk_elements // max(most, 1))
-    for s in range(0, x.numel(), chunk):
-        sl = slice(s, s + chunk)
-        xs = x[sl]
+    for idx in _similar_count_chunks(push + pull, chunk_elements):
+        xs = x[idx]
         # Distance to the near end; steps towards it are negative (noise is symmetric, so
         # only the means change sign).
         top = xs >= 0.5
         sign = 1.0 - 2.0 * top.to(x.dtype)
         y = torch.where(top, 1.0 - xs, xs)
-        mu_p, mu_m = sign * mu_push[sl], -sign * mu_pull[sl]
-        sd_p, sd_m = sigma_push[sl], sigma_pull[sl]
+        mu_p, mu_m = sign * mu_push[idx], -sign * mu_pull[idx]
+        sd_p, sd_m = sigma_push[idx], sigma_pull[idx]
+        n_p, n_m = push[idx], pull[idx]
         y, hit_pairs = _reflected_walk(
-            y, torch.minimum(push[sl], pull[sl]), [(mu_p, sd_p), (mu_m, sd_m)], generator,
-            far_end)
-        surplus = push[sl] - pull[sl]
+            y, torch.minimum(n_p, n_m), [(mu_p, sd_p), (mu_m, sd_m)], generator, far_end)
+        surplus = n_p - n_m
         up = surplus > 0
         y, hit_surplus = _reflected_walk(
             y, surplus.abs(), [(torch.where(up, mu_p, mu_m), torch.where(up, sd_p, sd_m))],
             generator, far_end)
-        out[sl] = torch.where(top, 1.0 - y, y).clamp_(0.0, 1.0)
-        touched[sl] = hit_pairs | hit_surplus
+        out[idx] = torch.where(top, 1.0 - y, y).clamp_(0.0, 1.0)
+        touched[idx] = hit_pairs | hit_surplus
     return out, touched
 
 

@@ -257,9 +257,13 @@ def test_largest_update_spans_the_configured_range(scheme, bits):
     change, _ = step_with_grad(model, opt, 50.0 * 2**bits)
     moved = (dw.array.conductance() - g_before)
     device_change = float((moved[0] if dw.pair else moved).mean())
-    assert device_change == pytest.approx(RANGE * g_range, rel=0.05)
+    # The width is set from the mean of the push and pull steps; a push is a little larger.
+    push_excess = 2 * QUIET.mu_push / (QUIET.mu_push + QUIET.mu_pull)
+    assert device_change == pytest.approx(RANGE * g_range * push_excess, rel=0.02)
     window = dw.alpha * g_range * (2 if dw.pair else 1)
-    assert float(change.mean()) == pytest.approx(RANGE * window, rel=0.05)
+    # A pair pushes one device and pulls the other: their mean is the planned step.
+    weight_excess = 1.0 if dw.pair else push_excess
+    assert float(change.mean()) == pytest.approx(RANGE * window * weight_excess, rel=0.02)
     assert opt.last_stats["steps_clipped"] == dw.n_weights
 
 

@@ -118,11 +118,23 @@ def test_one_end_path_matches_reference_with_uneven_counts():
     assert abs(float(t_one.float().mean() - t_ref.float().mean())) < 6 * math.sqrt(0.5 / N)
 
 
+def test_one_end_groups_cover_each_pulsed_wall_once_with_similar_counts():
+    counts = torch.tensor([0, 3, 4096, 1, 255, 300, 2, 0, 4000, 7] * 50)
+    chunks = physics._similar_count_chunks(counts, chunk_elements=2048)
+    covered = torch.cat(chunks)
+    assert sorted(covered.tolist()) == (counts > 0).nonzero().squeeze(1).tolist()
+    for idx in chunks:
+        c = counts[idx]
+        assert int(c.max()) < 2 * int(c.min())  # a factor of two at most
+        assert idx.numel() == 1 or idx.numel() * int(c.max()) <= 2 * 2048
+
+
 def test_zero_pulses_leave_walls_alone():
     x = torch.tensor([0.0, 0.3, 1.0])
     z = torch.zeros(3, dtype=torch.long)
     mu = torch.full((3,), 0.01)
-    for step in (physics.apply_pulses_fast, physics.apply_pulses_reference):
+    for step in (physics.apply_pulses_fast, physics.apply_pulses_reference,
+                 physics.apply_pulses_one_end):
         new, touched = step(x, z, z, mu, mu, mu, mu)
         assert torch.equal(new, x) and not bool(touched.any())
 

@@ -69,8 +69,8 @@ def test_posterior_store_averages_samples_and_restores_the_weights():
 
 def test_training_config_is_validated(tmp_path, tiny_config):
     bad = tiny_config()
-    bad["training"]["bf16"] = True
-    with pytest.raises(ConfigError, match="training.*bf16 and channels_last need"):
+    bad["training"]["bf16"] = "yes"
+    with pytest.raises(ConfigError, match="training.bf16"):
         load_config(write_config(tmp_path, bad))
     bad = tiny_config()
     bad["training"]["epochz"] = 3
@@ -125,6 +125,17 @@ def test_train_writes_a_complete_run_folder(tiny_run, capsys):
     float_result = json.loads((run / "float_sgd" / "result.json").read_text())
     assert not float_result["device_backed"] and float_result["samples"] == 0
     assert float_result["accuracy"] > 0.6
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path, tiny_config):
+    config = write_config(tmp_path, tiny_config())
+    run_dir = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--bf16",
+                 "--no-float", "--no-progress"]) == 0
+    resolved = from_data(LabConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
+    assert resolved.training.bf16
+    result = json.loads((run_dir / "push_pull_pair-5bit" / "result.json").read_text())
+    assert result["accuracy"] > 0.6
 
 
 def test_posterior_samples_hold_device_states(tiny_run):

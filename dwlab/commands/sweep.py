@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--config", type=Path, help="lab config YAML")
     src.add_argument("--resume", type=Path, metavar="RUN_DIR",
                      help="continue a sweep folder from its last checkpoints")
-    p.add_argument("--bits", type=int, nargs="+", default=[4, 5, 6, 7, 8],
-                   help="update precisions of the device scheme (default: 4 5 6 7 8)")
+    p.add_argument("--bits", type=int, nargs="+", default=DEFAULT_BITS,
+                   help="update precisions of the device scheme (default: 1 to 8)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                    help="seeds; each run of the sweep is repeated per seed (default: 0 1)")
     p.add_argument("--scheme", choices=DEVICE_SCHEMES,
@@ -50,6 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave out the float SGLD reference")
     add_training_overrides(p)
     p.set_defaults(func=run_sweep)
+
+
+DEFAULT_BITS = list(range(1, 9))
+"""1 to 8 bits: the papers' 4-8 and, below them, where the resolution runs out."""
 
 
 def sweep_specs(scheme: str, bits: list[int], seeds: list[int],

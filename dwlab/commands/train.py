@@ -29,7 +29,7 @@ def add_training_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="override training.data_dir")
     p.add_argument("--device", help="torch device for the model and the twins: cpu, cuda")
     p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast (CUDA only)")
+                   help="bf16 autocast of the forward pass")
     p.add_argument("--run-dir", type=Path,
                    help="write records here (default: a new folder under training.runs_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
