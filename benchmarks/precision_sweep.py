@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-test", type=int)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast of the forward pass")
+    p.add_argument("--update-range", type=float,
+                   help="largest update as a fraction of the conductance window (config "
+                        "default); wider is hotter")
     p.add_argument("--run-dir", type=Path)
     p.add_argument("--quick", action="store_true",
                    help="smoke test: width 4, 512/256 images, 1 epoch, bits 4 and 8, 1 seed")
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                        thinning_steps=2, checkpoint_every_steps=4)
         args.bits, args.seeds = [4, 8], args.seeds[:1]
     loaded = with_training_overrides(load_config(args.config or CONFIGS[args.dataset]),
+                                     controller={"update_range": args.update_range},
                                      **changes)
     specs = sweep_specs(loaded.config.controller.scheme, args.bits, args.seeds)
     folder = start_sweep(loaded, specs, args.run_dir)

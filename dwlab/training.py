@@ -540,18 +540,21 @@ def run_folder(folder: Path, progress: bool = True, keep_going: bool = False,
     return results
 
 
-def with_training_overrides(loaded: LoadedConfig, **changes: Any) -> LoadedConfig:
-    """``loaded`` with some ``training`` fields replaced (None values are ignored) and the
-    result validated like a config file.
+def with_training_overrides(loaded: LoadedConfig, controller: dict[str, Any] | None = None,
+                            **changes: Any) -> LoadedConfig:
+    """``loaded`` with some ``training`` fields (and ``controller`` fields) replaced (None
+    values are ignored) and the result validated like a config file.
 
     ``torch_device`` also moves every twin array there: the model and its devices'
     state belong on the same torch device.
     """
     changes = {k: v for k, v in changes.items() if v is not None}
-    if not changes:
+    controller = {k: v for k, v in (controller or {}).items() if v is not None}
+    if not changes and not controller:
         return loaded
     data = to_data(loaded.config)
     data["training"].update(changes)
+    data["controller"].update(controller)
     if "torch_device" in changes:
         for array in data["arrays"].values():
             if array["backend"] == "twin":

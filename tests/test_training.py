@@ -127,13 +127,18 @@ def test_train_writes_a_complete_run_folder(tiny_run, capsys):
     assert float_result["accuracy"] > 0.6
 
 
-def test_bf16_autocast_trains_on_cpu(tmp_path, tiny_config):
+def test_bf16_autocast_trains_on_cpu_and_update_range_is_overridden(
+        tmp_path, tiny_config, capsys):
     config = write_config(tmp_path, tiny_config())
+    assert main(["train", "--config", str(config), "--update-range", "2", "--no-float",
+                 "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "'controller'" in err and "update_range must lie in (0, 1]" in err
     run_dir = tmp_path / "run"
     assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--bf16",
-                 "--no-float", "--no-progress"]) == 0
+                 "--update-range", "0.05", "--no-float", "--no-progress"]) == 0
     resolved = from_data(LabConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
-    assert resolved.training.bf16
+    assert resolved.training.bf16 and resolved.controller.update_range == 0.05
     result = json.loads((run_dir / "push_pull_pair-5bit" / "result.json").read_text())
     assert result["accuracy"] > 0.6
 

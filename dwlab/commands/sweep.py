@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dwlab import plots
-from dwlab.commands.train import add_training_overrides, overrides
+from dwlab.commands.train import add_training_overrides, controller_overrides, overrides
 from dwlab.config import LoadedConfig, load_config
 from dwlab.records import TableWriter, atomic_write_text, new_run_dir
 from dwlab.training import (
@@ -87,7 +87,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     if args.resume is not None:
         folder = args.resume
     else:
-        loaded = with_training_overrides(load_config(args.config), **overrides(args))
+        loaded = with_training_overrides(load_config(args.config),
+                                         controller=controller_overrides(args), **overrides(args))
         scheme = args.scheme or loaded.config.controller.scheme
         specs = sweep_specs(scheme, args.bits, args.seeds, not args.no_float_sgld)
         folder = start_sweep(loaded, specs, args.run_dir)

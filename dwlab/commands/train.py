@@ -28,6 +28,9 @@ def add_training_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-test", type=int, help="use only the first N test images")
     p.add_argument("--data-dir", help="override training.data_dir")
     p.add_argument("--device", help="torch device for the model and the twins: cpu, cuda")
+    p.add_argument("--update-range", type=float,
+                   help="override controller.update_range (largest update, as a fraction "
+                        "of the conductance window)")
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast of the forward pass")
     p.add_argument("--run-dir", type=Path,
@@ -40,6 +43,10 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"epochs": args.epochs, "width": args.width, "limit_train": args.limit_train,
             "limit_test": args.limit_test, "data_dir": data_dir, "torch_device": args.device,
             "bf16": args.bf16 or None}
+
+
+def controller_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {"update_range": args.update_range}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +81,8 @@ def run_train(args: argparse.Namespace) -> int:
         folder = args.resume
         loaded, _, _ = open_run_folder(folder)
     else:
-        loaded = with_training_overrides(load_config(args.config), **overrides(args))
+        loaded = with_training_overrides(load_config(args.config),
+                                         controller=controller_overrides(args), **overrides(args))
         cfg = loaded.config
         specs = train_specs(args.scheme or cfg.controller.scheme,
                             args.bits or cfg.controller.update_bits, cfg.seed,
