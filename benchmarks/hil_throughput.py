@@ -24,7 +24,7 @@ from dwlab.sim.virtual_lab import VirtualLab
 from tqdm import tqdm
 
 from dwlab.config import load_config
-from dwlab.types import PulsePlan, PulseShape
+from dwlab.core.types import PulsePlan, PulseShape
 
 SHAPE = (8, 8)
 LOOPBACK = "TCPIP::127.0.0.1::0::SOCKET"

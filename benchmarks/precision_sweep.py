@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from dwlab.commands.sweep import DEFAULT_BITS, start_sweep, summarise, sweep_specs
+from dwlab.app.commands.sweep import DEFAULT_BITS, start_sweep, summarise, sweep_specs
+from dwlab.app.training import run_folder, with_training_overrides
 from dwlab.config import load_config
-from dwlab.training import run_folder, with_training_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"fashion_mnist": ROOT / "lab_configs" / "fashion_resnet18.yaml",

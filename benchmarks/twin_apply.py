@@ -19,7 +19,7 @@ import time
 import torch
 from dwlab.sim.twin import TwinArray
 
-from dwlab.types import PulsePlan, PulseShape
+from dwlab.core.types import PulsePlan, PulseShape
 
 BANDS = (("centre", 0.4, 0.6), ("mid", 0.2, 0.8), ("full", 0.0, 1.0))
 

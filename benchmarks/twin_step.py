@@ -1,6 +1,6 @@
 """Cost of training through the twin: float SGD step vs push-pull SGLD step on ResNet18.
 
-One run, one table: a CIFAR-style ResNet18 (dwlab.models) at batch 128 on random 32x32
+One run, one table: a CIFAR-style ResNet18 (dwlab.app.models) at batch 128 on random 32x32
 images, trained by float SGD and, on a second copy, by push-pull SGLD through differential
 pairs of twin devices (22.4 M devices at width 64) at 7-bit update precision. Arrays and
 controller come from the CIFAR-10 lab config (its nominal pulse, limits, lr and fixed
@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from dwlab.backends import build_array
+from dwlab.app.backends import build_array
+from dwlab.app.models import ResNet18
+from dwlab.app.training import with_training_overrides
 from dwlab.config import load_config
-from dwlab.controller import build_optimizer
-from dwlab.device import DeviceArray
-from dwlab.models import ResNet18
-from dwlab.training import with_training_overrides
+from dwlab.core.device import DeviceArray
+from dwlab.sgld.controller import build_optimizer
 
 CONFIG = Path(__file__).resolve().parents[1] / "lab_configs" / "cifar10_resnet18.yaml"
 

@@ -25,15 +25,14 @@ from typing import Any
 
 import torch
 
-from dwlab.device import ArrayBase
-from dwlab.errors import (
+from dwlab.core.device import ArrayBase
+from dwlab.core.errors import (
     ConfigError,
     InstrumentError,
     InstrumentReplyError,
     PulseLimitError,
 )
-from dwlab.records import now_iso
-from dwlab.types import (
+from dwlab.core.types import (
     PULL,
     PUSH,
     ArrayInfo,
@@ -43,6 +42,7 @@ from dwlab.types import (
     PulseShape,
     Readout,
 )
+from dwlab.records import now_iso
 
 Bursts = list[tuple[int, int]]
 

@@ -17,13 +17,13 @@ import pyvisa
 from dwlab.drivers.agilent81110a import compound_burst_message
 from pyvisa.constants import StatusCode
 
-from dwlab.errors import (
+from dwlab.core.errors import (
     InstrumentConnectionError,
     InstrumentError,
     InstrumentReplyError,
     InstrumentTimeoutError,
 )
-from dwlab.types import PUSH
+from dwlab.core.types import PUSH
 
 
 @runtime_checkable

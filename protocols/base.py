@@ -31,8 +31,9 @@ import torch
 from tqdm import tqdm
 
 from dwlab.config import from_data, to_data
-from dwlab.device import DeviceArray
-from dwlab.errors import ConfigError, ProtocolError, PulseLimitError
+from dwlab.core.device import DeviceArray
+from dwlab.core.errors import ConfigError, ProtocolError, PulseLimitError
+from dwlab.core.types import ArrayInfo, PulseLimits, PulsePlan, PulseShape
 from dwlab.records import (
     TableWriter,
     atomic_write_json,
@@ -40,7 +41,6 @@ from dwlab.records import (
     now_iso,
     read_table,
 )
-from dwlab.types import ArrayInfo, PulseLimits, PulsePlan, PulseShape
 
 # ---------------------------------------------------------------------------
 # parameters
@@ -437,7 +437,7 @@ def pulse_or_nominal(params: Any, nominal: PulseShape) -> PulseShape:
 
 def save_figure(fig: Any, path: Path) -> Path:
     """Write a matplotlib figure as PNG atomically and close it."""
-    from dwlab.plots import save_png  # matplotlib loads only when a record is plotted
+    from dwlab.records.plots import save_png  # matplotlib loads only when a record is plotted
 
     return save_png(fig, path)
 

@@ -22,7 +22,7 @@ from dwlab.protocols.base import (
     save_figure,
 )
 
-from dwlab.types import PULL, PUSH, PulseShape
+from dwlab.core.types import PULL, PUSH, PulseShape
 
 
 def _grid(amplitudes: list[float], widths: list[float]) -> list[PulseShape]:
@@ -175,7 +175,7 @@ class SwitchingStatistics(Protocol):
                 yield
 
     def plot(self, folder: Path, tables: dict) -> list[Path]:
-        from dwlab.plots import plt, subplot_grid
+        from dwlab.records.plots import plt, subplot_grid
 
         rows = tables["steps"]
         meta_threshold = self.params.depinning_threshold_siemens

@@ -6,7 +6,7 @@ from dwlab.protocols.base import Protocol
 from dwlab.protocols.pulsing import Endurance, PulseResponse, PushPullNoise, SwitchingStatistics
 from dwlab.protocols.static import DeviceMap, ReadNoise, Retention
 
-from dwlab.errors import ProtocolError
+from dwlab.core.errors import ProtocolError
 
 PROTOCOLS: dict[str, type[Protocol]] = {
     cls.name: cls

@@ -36,8 +36,8 @@ from dwlab.protocols.base import (
 from dwlab.protocols.registry import get_protocol
 
 from dwlab.config import from_data, read_yaml, to_data
-from dwlab.device import DeviceArray
-from dwlab.errors import ConfigError, ProtocolError
+from dwlab.core.device import DeviceArray
+from dwlab.core.errors import ConfigError, ProtocolError
 from dwlab.records import atomic_write_json, base_metadata, new_run_dir, now_iso
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from dwlab.sim.twin import TwinParams
 
-from dwlab.errors import DatasetError
+from dwlab.core.errors import DatasetError
 from dwlab.records import read_table
 
 FITTED = ("mu_push", "mu_pull", "sigma_push", "sigma_pull", "v_th_volts", "g_p_siemens",

@@ -23,7 +23,7 @@ import yaml
 from dwlab.sim.twin import TwinParams
 
 from dwlab.config import PulseConfig, from_data, read_yaml
-from dwlab.errors import ConfigError
+from dwlab.core.errors import ConfigError
 from dwlab.records import atomic_write_text, now_iso
 
 KIND = "dwlab-twin-calibration"

@@ -18,7 +18,7 @@ def _label(key: tuple[float, float, int]) -> str:
 def write_report(folder: Path, cal: Calibration, ks: list[KSResult], simulated: dict,
                  alpha: float, passed: bool) -> list[Path]:
     """Write tables, a markdown summary and PNG plots; returns the files written."""
-    from dwlab.plots import plt, save_png, subplot_grid
+    from dwlab.records.plots import plt, save_png, subplot_grid
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -30,8 +30,8 @@ from dwlab.sim import physics
 from dwlab.sim.presets import MODELS, PRESETS, TwinParams
 
 from dwlab.config import LimitsConfig
-from dwlab.device import ArrayBase
-from dwlab.types import ArrayInfo, PulseLimits, PulsePlan, PulseReceipt, PulseShape, Readout
+from dwlab.core.device import ArrayBase
+from dwlab.core.types import ArrayInfo, PulseLimits, PulsePlan, PulseReceipt, PulseShape, Readout
 
 __all__ = ["DEFAULT_LIMITS", "MODELS", "PRESETS", "TwinArray", "TwinParams"]
 

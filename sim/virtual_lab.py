@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from dwlab.sim.twin import PRESETS, TwinArray
 
-from dwlab.types import PULL, PUSH, PulseLimits, PulsePlan, PulseShape
+from dwlab.core.types import PULL, PUSH, PulseLimits, PulsePlan, PulseShape
 
 HOST = "127.0.0.1"
 GARBLED = "#?@!~\x7f~"

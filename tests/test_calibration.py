@@ -14,11 +14,11 @@ from dwlab.sim.calibration import FITTED, Conditions, fit_device
 from dwlab.sim.calibration_file import load_calibration_params
 from dwlab.sim.twin import PRESETS, TwinArray
 
-from dwlab.backends import build_array
-from dwlab.cli import main
-from dwlab.commands.calibrate import run_calibration
+from dwlab.app.backends import build_array
+from dwlab.app.cli import main
+from dwlab.app.commands.calibrate import run_calibration
 from dwlab.config import load_config
-from dwlab.errors import ConfigError
+from dwlab.core.errors import ConfigError
 
 # Parameters the calibration never sees: they differ from every preset and default.
 TRUE = PRESETS["continuous_dw"].replace(
@@ -189,7 +189,7 @@ def test_device_map_flags_walls_that_never_reached_the_ends(tmp_path):
     from dwlab.protocols.registry import PROTOCOLS
     from dwlab.sim.calibration import calibrate, load_records
 
-    from dwlab.errors import DatasetError
+    from dwlab.core.errors import DatasetError
     from dwlab.records import read_table
 
     twin = TwinArray((2, 2), seed=0)

@@ -18,8 +18,8 @@ from dwlab.sim.calibration import FITTED
 from test_calibration import TRUE, scrub_truth, within
 from test_virtual_lab_support import lab_config, open_lab_array
 
-from dwlab.cli import main
-from dwlab.errors import PulseLimitError
+from dwlab.app.cli import main
+from dwlab.core.errors import PulseLimitError
 
 SCRIPT_FILE = Path(__file__).resolve().parents[1] / "lab_configs" / "protocols" / \
     "calibration.yaml"
@@ -51,7 +51,7 @@ def served_lab(tmp_path):
     config = lab_config(tmp_path, shape=(4, 4), hardware={"instruments": instruments},
                         virtual_lab={"twin": {"params": truth}})
     server = subprocess.Popen(
-        [sys.executable, "-m", "dwlab.cli", "virtual-lab", "--config", str(config),
+        [sys.executable, "-m", "dwlab.app.cli", "virtual-lab", "--config", str(config),
          "--serve-seconds", "300"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         lines = [server.stdout.readline() for _ in range(4)]

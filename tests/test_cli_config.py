@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from dwlab.cli import main
+from dwlab.app.cli import main
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "lab_configs"
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from dwlab.config import LabConfig, from_data, load_config
-from dwlab.errors import ConfigError
+from dwlab.core.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "lab_configs"
 

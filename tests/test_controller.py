@@ -13,16 +13,16 @@ import torch
 from dwlab.sim.twin import DEFAULT_LIMITS, PRESETS, TwinArray
 
 from dwlab.config import ControllerConfig, MappingRule, ScheduleConfig
-from dwlab.controller import array_for, build_optimizer, round_counts_
-from dwlab.errors import PlanError, PulseLimitError
-from dwlab.sgld import (
+from dwlab.core.errors import PlanError, PulseLimitError
+from dwlab.core.types import PulseLimits
+from dwlab.sgld.controller import array_for, build_optimizer, round_counts_
+from dwlab.sgld.maths import (
     alpha_for_range,
     alpha_for_temperature,
     learning_rate_at,
     pulse_budget,
     temperature_for_alpha,
 )
-from dwlab.types import PulseLimits
 
 # A twin whose 7-bit budget spans a fraction of the track (steps a tenth of the preset's,
 # as a pulse ten times shorter gives). For the noise statistics every device shares its mean
@@ -134,9 +134,9 @@ def test_wrong_array_shape_is_refused_before_any_pulse():
 
 def test_controller_is_core():
     code = (
-        "import sys, dwlab.controller, dwlab.sgld;"
+        "import sys, dwlab.sgld.controller, dwlab.sgld.maths;"
         "bad=[m for m in sys.modules if m.startswith(('dwlab.sim','dwlab.drivers',"
-        "'dwlab.backends'))]; assert not bad, bad"
+        "'dwlab.app.backends'))]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -442,7 +442,7 @@ def test_float_schemes_need_no_arrays_and_report_zero_device_stats():
 
 def test_controller_config_is_validated_with_file_and_key():
     from dwlab.config import from_data
-    from dwlab.errors import ConfigError
+    from dwlab.core.errors import ConfigError
 
     cfg = from_data(ControllerConfig, {"weight_scale": "temperature", "recentre_margin": 0.2,
                                        "schedule": {"kind": "cyclic", "cycle_steps": 50}})

@@ -10,7 +10,7 @@ from dwlab.sim.twin import PRESETS, TwinArray
 from sklearn.datasets import load_digits
 
 from dwlab.config import ControllerConfig
-from dwlab.controller import SCHEMES, build_optimizer
+from dwlab.sgld.controller import SCHEMES, build_optimizer
 
 # Steps a tenth of the preset's (a pulse ten times shorter): the 7-bit budget then spans
 # about an eighth of the track, and weight_range 5 gives a temperature of about 0.1-0.2.

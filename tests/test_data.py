@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dwlab.data import (
+from dwlab.app.data import (
     FASHION_DEFAULT_DIR,
     augment_batch,
     batches_per_epoch,
@@ -18,7 +18,7 @@ from dwlab.data import (
     load_fashion_mnist,
     train_batches,
 )
-from dwlab.errors import DatasetError
+from dwlab.core.errors import DatasetError
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -26,8 +26,8 @@ from pymeasure.instruments.keithley import Keithley2400, Keithley2450
 from pymeasure.instruments.keysight import Keysight81160A
 from pymeasure.test import expected_protocol
 
-from dwlab.errors import InstrumentReplyError
-from dwlab.types import PULL, PUSH
+from dwlab.core.errors import InstrumentReplyError
+from dwlab.core.types import PULL, PUSH
 
 SIM_YAML = Path(__file__).resolve().parents[1] / "drivers" / "sim_yaml"
 

@@ -8,8 +8,8 @@ from dwlab.drivers.hardware_array import HardwareArray
 from test_virtual_lab_support import lab_config, open_lab_array
 
 from dwlab.config import load_config
-from dwlab.errors import ConfigError, PlanError, PulseLimitError
-from dwlab.types import PulsePlan, PulseShape
+from dwlab.core.errors import ConfigError, PlanError, PulseLimitError
+from dwlab.core.types import PulsePlan, PulseShape
 
 NOMINAL = PulseShape(1.0, 1e-8)
 

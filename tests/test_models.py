@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dwlab.models import MODELS, ResNet18, StochasticBinaryLinear, build_model, count_parameters
+from dwlab.app.models import MODELS, ResNet18, StochasticBinaryLinear, build_model, count_parameters
 
 
 def test_resnet18_cifar_has_the_published_size_and_shape():

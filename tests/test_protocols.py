@@ -18,8 +18,8 @@ from dwlab.protocols.registry import PROTOCOLS
 from dwlab.protocols.script import load_script, run_script, script_from_data
 from dwlab.sim.twin import TwinArray
 
-from dwlab.cli import main
-from dwlab.errors import InstrumentError, ProtocolError, PulseLimitError
+from dwlab.app.cli import main
+from dwlab.core.errors import InstrumentError, ProtocolError, PulseLimitError
 from dwlab.records import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -406,7 +406,7 @@ def test_sigkill_keeps_every_completed_row(tmp_path):
 
 def test_estimate_needs_no_array():
     """Estimates come from the static description alone (what --dry-run relies on)."""
-    from dwlab.types import PulseLimits, PulseShape
+    from dwlab.core.types import PulseLimits, PulseShape
 
     # 100 nominal steps span the range: an automatic re-centring may spend 75 pulses.
     target = Target((8, 8), PulseLimits(5.0, 1e-9, 1e-6, 64), PulseShape(1.0, 1e-8),

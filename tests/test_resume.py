@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from dwlab.cli import main
+from dwlab.app.cli import main
 from dwlab.records import read_events, read_table
 
 # 8 batches per epoch, 3 epochs; checkpoints every 5 steps and at each epoch end.
@@ -24,8 +24,8 @@ KILL_AT_STEP = 13  # epoch 2, batch 5: mid-epoch; the last checkpoint was at ste
 # process (no cleanup, no flushing) right after the chosen step.
 CHILD = textwrap.dedent("""
     import os, signal, sys
-    from dwlab.training import TrainingRun
-    from dwlab.cli import main
+    from dwlab.app.training import TrainingRun
+    from dwlab.app.cli import main
 
     def after_step(self, step):
         if self.spec.scheme != "float_sgd" and step == int(sys.argv[1]):

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from test_data import write_cifar
 
-from dwlab.cli import main
-from dwlab.commands.sweep import sweep_specs
+from dwlab.app.cli import main
+from dwlab.app.commands.sweep import sweep_specs
 from dwlab.records import read_table
 
 ROOT = Path(__file__).resolve().parents[1]

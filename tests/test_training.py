@@ -5,11 +5,11 @@ import pytest
 import torch
 import yaml
 
-from dwlab.cli import main
+from dwlab.app.cli import main
+from dwlab.app.training import PosteriorStore, classification_metrics, read_curves
 from dwlab.config import LabConfig, from_data, load_config
-from dwlab.errors import ConfigError
+from dwlab.core.errors import ConfigError
 from dwlab.records import read_events, read_table
-from dwlab.training import PosteriorStore, classification_metrics, read_curves
 
 TINY_TRAINING = {"width": 32, "epochs": 3, "limit_train": 512, "limit_test": 120,
                  "burn_in_epochs": 1, "thinning_steps": 3, "max_samples": 4,

@@ -7,9 +7,9 @@ import time
 
 from test_virtual_lab_support import autostarted_lab, training_lab_config
 
-from dwlab.cli import main
+from dwlab.app.cli import main
+from dwlab.app.training import TrainingRun
 from dwlab.records import read_events, read_table
-from dwlab.training import TrainingRun
 
 LABEL = "push_pull_pair-3bit"  # the device run of lab_configs/virtual_lab.yaml
 

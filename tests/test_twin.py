@@ -10,10 +10,10 @@ import pytest
 import torch
 from dwlab.sim.twin import DEFAULT_LIMITS, MODELS, PRESETS, TwinArray, TwinParams
 
-from dwlab.backends import build_array
+from dwlab.app.backends import build_array
 from dwlab.config import load_config
-from dwlab.errors import ConfigError, PulseLimitError
-from dwlab.types import PulseLimits, PulsePlan, PulseShape
+from dwlab.core.errors import ConfigError, PulseLimitError
+from dwlab.core.types import PulseLimits, PulsePlan, PulseShape
 
 NOMINAL = PulseShape(1.0, 1e-8)
 NO_SPREAD = dict(mu_spread=0.0, sigma_spread=0.0, v_th_spread=0.0, g_spread=0.0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from dwlab.sim.twin import PRESETS, TwinArray
 
-from dwlab.types import PulsePlan, PulseShape
+from dwlab.core.types import PulsePlan, PulseShape
 
 N = 20_000
 NOMINAL = PulseShape(1.0, 1e-8)

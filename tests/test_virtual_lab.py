@@ -23,13 +23,13 @@ from test_virtual_lab_support import (
 )
 
 from dwlab.config import load_config
-from dwlab.errors import (
+from dwlab.core.errors import (
     InstrumentConnectionError,
     InstrumentReplyError,
     InstrumentTimeoutError,
 )
+from dwlab.core.types import PulsePlan, PulseShape
 from dwlab.records import EventLog, read_events
-from dwlab.types import PulsePlan, PulseShape
 
 NOMINAL = PulseShape(1.0, 1e-8)
 
@@ -232,7 +232,7 @@ def test_latency_is_added_per_message(tmp_path):
 
 
 def test_virtual_lab_command_serves_until_stopped(tmp_path):
-    from dwlab.cli import main
+    from dwlab.app.cli import main
 
     ports = []
     for _ in range(3):
@@ -270,7 +270,7 @@ def test_virtual_lab_command_serves_until_stopped(tmp_path):
 
 
 def test_identify_prints_identities_without_touching_outputs(tmp_path, capsys):
-    from dwlab.cli import main
+    from dwlab.app.cli import main
 
     path = lab_config(tmp_path)
     loaded = load_config(path)
@@ -297,7 +297,7 @@ def test_checked_in_instrument_configs_are_valid():
 def test_virtual_lab_config_puts_the_last_mlp_layer_on_the_chip():
     from fnmatch import fnmatch
 
-    from dwlab.models import build_model
+    from dwlab.app.models import build_model
 
     cfg = load_config(CONFIGS / "virtual_lab.yaml").config
     model = build_model(cfg.training.model, in_channels=1, num_classes=10,
@@ -312,7 +312,7 @@ def test_virtual_lab_config_puts_the_last_mlp_layer_on_the_chip():
 
 def test_train_with_the_last_layer_on_the_virtual_lab(tmp_path, capsys):
     """``dwlab train`` starts the lab in-process and trains through the instruments."""
-    from dwlab.cli import main
+    from dwlab.app.cli import main
 
     path = training_lab_config(tmp_path)
     with autostarted_lab(path) as lab:
@@ -327,7 +327,7 @@ def test_train_with_the_last_layer_on_the_virtual_lab(tmp_path, capsys):
 
 
 def test_identify_reports_an_instrument_that_does_not_answer(tmp_path, capsys):
-    from dwlab.cli import main
+    from dwlab.app.cli import main
 
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ import yaml
 from dwlab.drivers.hardware_array import HardwareArray
 from dwlab.sim.virtual_lab import VirtualLab
 
-from dwlab import backends
+from dwlab.app import backends
 from dwlab.config import load_config
 
 LOOPBACK = "TCPIP::127.0.0.1::0::SOCKET"

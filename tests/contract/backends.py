@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from dwlab.sim.twin import PRESETS, TwinArray
 
-from dwlab.device import DeviceArray
+from dwlab.core.device import DeviceArray
 
 Factory = Callable[[], tuple[DeviceArray, Callable[[], None]]]
 

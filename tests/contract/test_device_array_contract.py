@@ -12,9 +12,9 @@ import math
 import pytest
 import torch
 
-from dwlab.device import DeviceArray
-from dwlab.errors import PlanError, PulseLimitError
-from dwlab.types import ArrayInfo, PulseLimits, PulsePlan, PulseShape, Readout
+from dwlab.core.device import DeviceArray
+from dwlab.core.errors import PlanError, PulseLimitError
+from dwlab.core.types import ArrayInfo, PulseLimits, PulsePlan, PulseShape, Readout
 
 from .backends import CONTRACT_BACKENDS
 

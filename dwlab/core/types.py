@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from dwlab.errors import PlanError, PulseLimitError
+from dwlab.core.errors import PlanError, PulseLimitError
 
 PUSH = +1
 """Polarity that moves a wall towards the track end of high conductance (G_P)."""

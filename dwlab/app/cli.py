@@ -1,11 +1,11 @@
-"""The ``dwlab`` command line. Subcommands live in ``dwlab.commands``, one module each."""
+"""The ``dwlab`` command line. Subcommands live in ``dwlab.app.commands``, one module each."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from dwlab.commands import (
+from dwlab.app.commands import (
     calibrate,
     config_check,
     instruments,
@@ -14,7 +14,7 @@ from dwlab.commands import (
     train,
     virtual_lab,
 )
-from dwlab.errors import DwlabError
+from dwlab.core.errors import DwlabError
 
 COMMAND_MODULES = [config_check, train, sweep, protocols, calibrate, instruments, virtual_lab]
 """Each module provides ``register(subparsers)`` that sets ``func`` on its parser."""

@@ -1,10 +1,10 @@
 """The push-pull SGLD controller: a ``torch.optim.Optimizer`` that trains through devices.
 
 Every weight tensor with ``dim >= 2`` (convolutions, linear layers) lives on its own
-:class:`~dwlab.device.DeviceArray`, one device per weight (``w = alpha * (G - G_ref)``) or a
+:class:`~dwlab.core.device.DeviceArray`, one device per weight (``w = alpha * (G - G_ref)``) or a
 differential pair (``w = alpha * (G+ - G-)``, array shape ``(2, *w.shape)``). Biases and norm
 parameters stay digital. The SGLD parametrisation and the temperature mapping are in
-:mod:`dwlab.sgld`: ``eps = lr / N``; drift ``-lr * (grad L_batch + theta / (N prior^2))``;
+:mod:`dwlab.sgld.maths`: ``eps = lr / N``; drift ``-lr * (grad L_batch + theta / (N prior^2))``;
 weight noise variance per step ``2 * eps * T``.
 
 One step, per device-backed tensor:
@@ -45,7 +45,7 @@ temperature. The device physics then *implies* the temperature, reported every s
 configured temperature exactly; the window then follows. With a decaying schedule the
 physical noise per step stays fixed, so the effective temperature rises as ``eps`` falls.
 
-Core module: it never imports ``dwlab.sim``, ``dwlab.drivers`` or ``dwlab.backends``;
+Core module: it never imports ``dwlab.sim``, ``dwlab.drivers`` or ``dwlab.app.backends``;
 arrays come from the injected ``array_factory``.
 """
 
@@ -60,9 +60,10 @@ from typing import Any
 import torch
 
 from dwlab.config import ControllerConfig, MappingRule
-from dwlab.device import DeviceArray
-from dwlab.errors import PlanError, PulseLimitError
-from dwlab.sgld import (
+from dwlab.core.device import DeviceArray
+from dwlab.core.errors import PlanError, PulseLimitError
+from dwlab.core.types import ArrayInfo, PulseLimits, PulsePlan, PulseShape
+from dwlab.sgld.maths import (
     UpdatePulse,
     alpha_for_range,
     alpha_for_temperature,
@@ -71,7 +72,6 @@ from dwlab.sgld import (
     temperature_for_alpha,
     update_pulse,
 )
-from dwlab.types import ArrayInfo, PulseLimits, PulsePlan, PulseShape
 
 ArrayFactory = Callable[[str, tuple[int, ...], int], DeviceArray]
 """``(array name from the mapping, shape, seed_offset) -> DeviceArray``."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dwlab.errors import DatasetError
+from dwlab.core.errors import DatasetError
 
 FASHION_DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where Debian's ``dataset-fashion-mnist`` package installs the IDX files."""

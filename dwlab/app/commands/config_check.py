@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from dwlab.backends import check_arrays
+from dwlab.app.backends import check_arrays
 from dwlab.config import load_config
-from dwlab.errors import ConfigError
+from dwlab.core.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -19,8 +19,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from dwlab.errors import ConfigError
-from dwlab.types import PulseLimits
+from dwlab.core.errors import ConfigError
+from dwlab.core.types import PulseLimits
 
 # ---------------------------------------------------------------------------
 # generic conversion
@@ -554,7 +554,7 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    """The SGLD controller (``dwlab.controller``); see its module docstring for the maths.
+    """The SGLD controller (``dwlab.sgld.controller``); see its module docstring for the maths.
 
     ``lr`` is the step size on the *mean* minibatch loss, like SGD's: the SGLD step size on
     the potential ``U = N * L_batch + |theta|^2 / (2 prior_sigma^2)`` is ``eps = lr / N``.

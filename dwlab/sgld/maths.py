@@ -35,8 +35,8 @@ import math
 from dataclasses import dataclass
 
 from dwlab.config import ScheduleConfig
-from dwlab.errors import PulseLimitError
-from dwlab.types import ArrayInfo, PulseShape
+from dwlab.core.errors import PulseLimitError
+from dwlab.core.types import ArrayInfo, PulseShape
 
 
 def pulse_budget(update_bits: int) -> int:

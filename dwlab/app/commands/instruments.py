@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from dwlab.config import load_config
-from dwlab.errors import DwlabError
+from dwlab.core.errors import DwlabError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

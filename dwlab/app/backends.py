@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from dwlab.config import ArrayConfig, LoadedConfig
-from dwlab.device import DeviceArray
-from dwlab.errors import ConfigError
-from dwlab.types import PulseLimits, PulseShape
+from dwlab.core.device import DeviceArray
+from dwlab.core.errors import ConfigError
+from dwlab.core.types import PulseLimits, PulseShape
 
 
 class EventSink(Protocol):

@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from dwlab.core.types import PulseLimits, PulseShape
 from dwlab.protocols.base import run_protocol
 from dwlab.protocols.pulsing import SwitchingStatistics
 from dwlab.records import new_run_dir, read_table
@@ -30,7 +31,6 @@ from dwlab.sim.calibration import (
 from dwlab.sim.calibration_file import load_calibration_params, write_calibration
 from dwlab.sim.calibration_report import write_report
 from dwlab.sim.twin import PRESETS, TwinArray
-from dwlab.types import PulseLimits, PulseShape
 
 
 @dataclass

@@ -6,9 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dwlab.config import load_config
-from dwlab.records import new_run_dir
-from dwlab.training import (
+from dwlab.app.training import (
     FLOAT_SCHEMES,
     RunSpec,
     open_run_folder,
@@ -16,6 +14,8 @@ from dwlab.training import (
     start_run_folder,
     with_training_overrides,
 )
+from dwlab.config import load_config
+from dwlab.records import new_run_dir
 
 SCHEMES = ("float_sgd", "float_sgld", "push_pull", "push_pull_pair", "gradient_only")
 

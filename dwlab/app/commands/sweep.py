@@ -14,17 +14,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from dwlab import plots
-from dwlab.commands.train import add_training_overrides, controller_overrides, overrides
-from dwlab.config import LoadedConfig, load_config
-from dwlab.records import TableWriter, atomic_write_text, new_run_dir
-from dwlab.training import (
+from dwlab.app.commands.train import add_training_overrides, controller_overrides, overrides
+from dwlab.app.training import (
     RunSpec,
     open_run_folder,
     run_folder,
     start_run_folder,
     with_training_overrides,
 )
+from dwlab.config import LoadedConfig, load_config
+from dwlab.records import TableWriter, atomic_write_text, new_run_dir, plots
 
 DEVICE_SCHEMES = ("push_pull", "push_pull_pair", "gradient_only")
 RESULT_COLUMNS = ["label", "scheme", "update_bits", "seed", "accuracy", "nll", "ece",

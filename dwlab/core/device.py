@@ -6,7 +6,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from dwlab.types import ArrayInfo, PulsePlan, PulseReceipt, Readout
+from dwlab.core.types import ArrayInfo, PulsePlan, PulseReceipt, Readout
 
 
 @runtime_checkable

@@ -7,7 +7,7 @@ import sys
 import time
 
 from dwlab.config import load_config
-from dwlab.errors import ConfigError
+from dwlab.core.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

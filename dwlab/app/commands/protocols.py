@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 
-from dwlab.backends import build_array, close_array, limits_from_config
+from dwlab.app.backends import build_array, close_array, limits_from_config
 from dwlab.config import load_config, to_data
-from dwlab.errors import ConfigError, ProtocolError, PulseLimitError
+from dwlab.core.errors import ConfigError, ProtocolError, PulseLimitError
+from dwlab.core.types import PulseShape
 from dwlab.protocols.base import Target, describe_params
 from dwlab.protocols.registry import PROTOCOLS, get_protocol
 from dwlab.protocols.script import Script, load_script, run_script
 from dwlab.sim.twin import PRESETS
-from dwlab.types import PulseShape
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dwlab.errors import CheckpointError
+from dwlab.core.errors import CheckpointError
 from dwlab.records import atomic_write_bytes
 
 
@@ -41,7 +41,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def capture_rng_states() -> dict[str, Any]:
     """Every global generator a training step may draw from: torch (CPU, CUDA), numpy,
-    python. The data order has its own per-epoch generator (see ``dwlab.data``)."""
+    python. The data order has its own per-epoch generator (see ``dwlab.app.data``)."""
     np_state = np.random.get_state()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),

@@ -43,19 +43,17 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from dwlab import plots
-from dwlab.checkpoint import (
+from dwlab.app.checkpoint import (
     capture_rng_states,
     load_checkpoint,
     restore_rng_states,
     save_checkpoint,
 )
+from dwlab.app.data import ImageData, batches_per_epoch, eval_batches, load_dataset, train_batches
+from dwlab.app.models import build_model, count_parameters
 from dwlab.config import ControllerConfig, LabConfig, LoadedConfig, from_data, to_data
-from dwlab.controller import SGLDController, build_optimizer
-from dwlab.data import ImageData, batches_per_epoch, eval_batches, load_dataset, train_batches
-from dwlab.device import DeviceArray
-from dwlab.errors import CheckpointError, DwlabError, PlanError
-from dwlab.models import build_model, count_parameters
+from dwlab.core.device import DeviceArray
+from dwlab.core.errors import CheckpointError, DwlabError, PlanError
 from dwlab.records import (
     EventLog,
     TableWriter,
@@ -63,8 +61,10 @@ from dwlab.records import (
     atomic_write_text,
     base_metadata,
     now_iso,
+    plots,
     read_table,
 )
+from dwlab.sgld.controller import SGLDController, build_optimizer
 
 CHECKPOINT_FORMAT = 1
 FLOAT_SCHEMES = ("float_sgd", "float_sgld")
@@ -205,9 +205,9 @@ def build_training_optimizer(model: nn.Module, loaded: LoadedConfig,
 
     Every array built is appended to ``arrays`` (also when the controller's checks then
     refuse it), so the caller can close each one; ``event_log`` receives the arrays'
-    events (see :func:`dwlab.backends.build_array`).
+    events (see :func:`dwlab.app.backends.build_array`).
     """
-    from dwlab.backends import build_array
+    from dwlab.app.backends import build_array
 
     def array_factory(name: str, shape: tuple[int, ...], seed_offset: int) -> DeviceArray:
         array = build_array(loaded, name, shape, seed_offset, event_log=event_log)
@@ -223,7 +223,7 @@ def build_training_optimizer(model: nn.Module, loaded: LoadedConfig,
 def close_arrays(arrays: list[DeviceArray], event_log: EventLog) -> list[Exception]:
     """Close every array (safe state, then disconnect), even when one fails; each failure
     is recorded in ``event_log`` and returned."""
-    from dwlab.backends import close_array
+    from dwlab.app.backends import close_array
 
     failures = []
     for array in arrays:

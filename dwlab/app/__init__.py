@@ -1,0 +1,1 @@
+"""The application: backend factory, data, models, training, checkpoints, CLI."""

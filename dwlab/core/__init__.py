@@ -1,0 +1,1 @@
+"""The bottom layer: errors, value types with units, the DeviceArray protocol."""

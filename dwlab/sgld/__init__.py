@@ -1,0 +1,1 @@
+"""SGLD maths and the push-pull controller (a torch optimizer over DeviceArrays)."""
