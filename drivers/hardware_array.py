@@ -36,28 +36,15 @@ from dwlab.core.types import (
     PULL,
     PUSH,
     ArrayInfo,
+    Bursts,
     PulseLimits,
     PulsePlan,
     PulseReceipt,
     PulseShape,
     Readout,
+    interleaved,
 )
 from dwlab.records import now_iso
-
-Bursts = list[tuple[int, int]]
-
-
-def interleaved(n_push: int, n_pull: int) -> Bursts:
-    """The pulse order of a push-pull update, as the twin applies it: push and pull
-    alternate while both remain, then the surplus follows in one burst. (Blocks of one
-    polarity would drive walls into the track ends and lose the update.)"""
-    pairs = min(n_push, n_pull)
-    bursts: Bursts = [(PUSH, 1), (PULL, 1)] * pairs
-    if n_push > pairs:
-        bursts.append((PUSH, n_push - pairs))
-    elif n_pull > pairs:
-        bursts.append((PULL, n_pull - pairs))
-    return bursts
 
 
 class HardwareArray(ArrayBase):

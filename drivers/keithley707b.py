@@ -7,12 +7,11 @@ named ``<slot><row><column>``, e.g. ``1A01`` = card 1, row A, column 1.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from pymeasure.instruments import Instrument
 
-_CROSSPOINT = re.compile(r"^[1-6][A-H](0[1-9]|1[0-2])$")
+from dwlab.core.crosspoint import check_crosspoint
 
 
 def crosspoint_list(value: Sequence[str] | str, values=None) -> str:
@@ -21,12 +20,7 @@ def crosspoint_list(value: Sequence[str] | str, values=None) -> str:
     Usable as a pymeasure validator; ``values`` is unused.
     """
     items = [value] if isinstance(value, str) else list(value)
-    for item in items:
-        if not _CROSSPOINT.match(item):
-            raise ValueError(
-                f"crosspoint {item!r} is not <slot 1-6><row A-H><column 01-12>, e.g. '1A01'"
-            )
-    return ",".join(items)
+    return ",".join(check_crosspoint(item) for item in items)
 
 
 def _parse_closed(reply: str) -> list[str]:

@@ -24,12 +24,17 @@ from dwlab.drivers.roles import (
 from pymeasure.instruments.keithley import Keithley2400, Keithley2450
 from pymeasure.instruments.keysight import Keysight81160A
 
+from dwlab.core.instruments import DRIVER_ROLES
+
+_CLASSES: dict[str, tuple[type, type[RoleAdapter]]] = {
+    "agilent81110a": (Agilent81110A, Agilent81110APulser),
+    "keysight81160a": (Keysight81160A, Keysight81160APulser),
+    "keithley2450": (Keithley2450, Keithley2450Meter),
+    "keithley2400": (Keithley2400, Keithley2400Meter),
+    "keithley707b": (Keithley707B, Keithley707BRouter),
+}
 DRIVERS: dict[str, tuple[str, type, type[RoleAdapter]]] = {
-    "agilent81110a": ("pulser", Agilent81110A, Agilent81110APulser),
-    "keysight81160a": ("pulser", Keysight81160A, Keysight81160APulser),
-    "keithley2450": ("meter", Keithley2450, Keithley2450Meter),
-    "keithley2400": ("meter", Keithley2400, Keithley2400Meter),
-    "keithley707b": ("router", Keithley707B, Keithley707BRouter),
+    name: (role, *_CLASSES[name]) for name, role in DRIVER_ROLES.items()
 }
 """name -> (role, pymeasure instrument class, role adapter)."""
 

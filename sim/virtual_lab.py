@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from dwlab.sim.twin import PRESETS, TwinArray
 
-from dwlab.core.types import PULL, PUSH, PulseLimits, PulsePlan, PulseShape
+from dwlab.core.crosspoint import CROSSPOINT
+from dwlab.core.types import PULL, PUSH, PulseLimits, PulsePlan, PulseShape, interleaved
 
 HOST = "127.0.0.1"
 GARBLED = "#?@!~\x7f~"
@@ -302,7 +303,6 @@ _TSP = re.compile(
     r'|print\((?P<number>-?\d+(?:\.\d*)?)\)'
     r'|(?P<idn>\*IDN\?)'
 )
-_CHANNEL = re.compile(r"^[1-6][A-H](0[1-9]|1[0-2])$")
 
 
 def _tsp_number(value: float) -> str:
@@ -347,7 +347,7 @@ class VirtualMatrix(VirtualInstrument):
         if names == ["allslots"] and op == "open":
             self.closed.clear()
             return
-        bad = [c for c in names if not _CHANNEL.match(c)]
+        bad = [c for c in names if not CROSSPOINT.match(c)]
         if bad:  # the 707B changes nothing when any channel is invalid
             self.push_error(1115, f"Parameter error invalid channel {bad[0]}")
             return
@@ -577,10 +577,7 @@ class VirtualLab:
             n_push = sum(n for p, n, _ in run if p == PUSH)
             n_pull = sum(n for p, n, _ in run if p != PUSH)
             order = [p for p, n, _ in run for _ in range(n)]
-            pairs = min(n_push, n_pull)
-            twin_order = [PUSH, PULL] * pairs + [PUSH if n_push > n_pull else PULL] * abs(
-                n_push - n_pull)
-            if order == twin_order:
+            if order == [p for p, n in interleaved(n_push, n_pull) for _ in range(n)]:
                 self._pulse(devices, n_push, n_pull, run[0][2])
             else:
                 for polarity, n, shape in run:

@@ -10,7 +10,8 @@ from dwlab.sim.twin import PRESETS, TwinArray
 from sklearn.datasets import load_digits
 
 from dwlab.config import ControllerConfig
-from dwlab.sgld.controller import SCHEMES, build_optimizer
+from dwlab.core.schemes import Scheme
+from dwlab.sgld.controller import build_optimizer
 
 # Steps a tenth of the preset's (a pulse ten times shorter): the 7-bit budget then spans
 # about an eighth of the track, and weight_range 5 gives a temperature of about 0.1-0.2.
@@ -28,7 +29,7 @@ def digits():
     return x[:1400], y[:1400], x[1400:], y[1400:]
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", Scheme.names())
 def test_logistic_regression_learns_digits(scheme, digits):
     x_train, y_train, x_test, y_test = digits
     torch.manual_seed(0)

@@ -54,6 +54,7 @@ from dwlab.app.models import build_model, count_parameters
 from dwlab.config import ControllerConfig, LabConfig, LoadedConfig, from_data, to_data
 from dwlab.core.device import DeviceArray
 from dwlab.core.errors import CheckpointError, DwlabError, PlanError
+from dwlab.core.schemes import Scheme
 from dwlab.records import (
     EventLog,
     TableWriter,
@@ -67,7 +68,7 @@ from dwlab.records import (
 from dwlab.sgld.controller import SGLDController, build_optimizer
 
 CHECKPOINT_FORMAT = 1
-FLOAT_SCHEMES = ("float_sgd", "float_sgld")
+FLOAT_SCHEMES = tuple(s.value for s in Scheme if not s.uses_devices)
 DEVICE_STAT_KEYS = ("pulses_sent", "devices_clipped", "saturated_devices", "recentred_pairs",
                     "step_size", "effective_temperature")
 STEP_COLUMNS = ["attempt", "step", "epoch", "batch", "loss", "batch_accuracy", "seconds",
@@ -91,7 +92,7 @@ class RunSpec:
     seed: int
 
     def controller(self, base: ControllerConfig) -> ControllerConfig:
-        return dataclasses.replace(base, scheme=self.scheme, update_bits=self.update_bits)
+        return dataclasses.replace(base, scheme=Scheme(self.scheme), update_bits=self.update_bits)
 
 
 # ---------------------------------------------------------------------------

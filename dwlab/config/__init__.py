@@ -11,15 +11,26 @@ can validate a whole file without importing drivers, sim or protocols.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 
+from dwlab.core.crosspoint import (
+    MATRIX_ROWS,
+    MATRIX_SLOTS,
+    Route,
+    crossbar_paths,
+    device_paths,
+)
 from dwlab.core.errors import ConfigError
+from dwlab.core.instruments import ROLES, drivers_for
+from dwlab.core.schemes import Scheme
 from dwlab.core.types import PulseLimits
 
 # ---------------------------------------------------------------------------
@@ -82,6 +93,13 @@ def _convert(tp: Any, value: Any, file: str | None, key: str) -> Any:
         }
     if dataclasses.is_dataclass(tp):
         return from_data(tp, value, file=file, key=key)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            names = ", ".join(repr(m.value) for m in tp)
+            raise ConfigError(f"expected one of {names}, got {value!r}", file=file,
+                              key=key) from None
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"expected true or false, got {value!r}", file=file, key=key)
@@ -155,6 +173,8 @@ def to_data(obj: Any) -> Any:
         return [to_data(v) for v in obj]
     if isinstance(obj, dict):
         return {k: to_data(v) for k, v in obj.items()}
+    if isinstance(obj, Enum):
+        return obj.value
     return obj
 
 
@@ -209,18 +229,6 @@ class TwinConfig:
 
 # -- hardware arrays (instruments by role, wiring, read-out) and the virtual lab ---------
 
-PULSER_DRIVERS = ("agilent81110a", "keysight81160a")
-METER_DRIVERS = ("keithley2450", "keithley2400")
-ROUTER_DRIVERS = ("keithley707b",)
-"""Driver registry names per role (the drivers' registry in ``dwlab.drivers.registry``
-uses the same names; configs never name classes)."""
-
-MATRIX_SLOTS = 6
-MATRIX_ROWS = "ABCDEFGH"
-MATRIX_COLUMNS = 12
-"""A Keithley 707B holds six 7174A-style cards of 8 rows x 12 columns."""
-
-
 @dataclass(frozen=True)
 class InstrumentConfig:
     """One instrument: driver registry name, VISA resource and driver settings."""
@@ -250,8 +258,8 @@ class InstrumentsConfig:
     router: InstrumentConfig
 
     def validate(self) -> None:
-        for role, allowed in (("pulser", PULSER_DRIVERS), ("meter", METER_DRIVERS),
-                              ("router", ROUTER_DRIVERS)):
+        for role in ROLES:
+            allowed = drivers_for(role)
             driver = getattr(self, role).driver
             if driver not in allowed:
                 raise ValueError(f"{role}.driver '{driver}' is not one of {', '.join(allowed)}")
@@ -290,23 +298,6 @@ class CrossbarWiringConfig:
             raise ValueError(f"first_slot must lie in [1, {MATRIX_SLOTS}]")
 
 
-def _matrix_channel(slot: int, row: str, column: int) -> str:
-    return f"{slot}{row}{column:02d}"
-
-
-def check_crosspoint(name: str) -> None:
-    """Raise ValueError unless ``name`` is a valid 707B crosspoint like ``1A01``."""
-    ok = (
-        len(name) == 4 and name[0].isdigit() and 1 <= int(name[0]) <= MATRIX_SLOTS
-        and name[1] in MATRIX_ROWS and name[2:].isdigit()
-        and 1 <= int(name[2:]) <= MATRIX_COLUMNS
-    )
-    if not ok:
-        raise ValueError(
-            f"crosspoint '{name}' is not <slot 1-{MATRIX_SLOTS}><row A-H><column 01-12>"
-        )
-
-
 @dataclass(frozen=True)
 class WiringConfig:
     """Device address (flat index) to write and read crosspoints.
@@ -320,48 +311,14 @@ class WiringConfig:
     devices: dict[int, DeviceWiringConfig] = field(default_factory=dict)
     shared_path: bool = False
 
-    def paths(self, shape: tuple[int, ...]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    def paths(self, shape: tuple[int, ...]) -> list[tuple[Route, Route]]:
         """(write crosspoints, read crosspoints) per flat device index."""
-        size = 1
-        for s in shape:
-            size *= int(s)
-        cols = int(shape[-1]) if shape else 1
-        rows = size // cols
-        out: list[tuple[tuple[str, ...], tuple[str, ...]] | None] = [None] * size
+        generated = None
         if self.crossbar is not None:
             cb = self.crossbar
-            lines = rows + cols
-            if lines > (MATRIX_SLOTS - cb.first_slot + 1) * MATRIX_COLUMNS:
-                raise ValueError(
-                    f"a {rows}x{cols} crossbar needs {lines} matrix columns; slots "
-                    f"{cb.first_slot}-{MATRIX_SLOTS} hold "
-                    f"{(MATRIX_SLOTS - cb.first_slot + 1) * MATRIX_COLUMNS}"
-                )
-
-            def line(k: int, row: str) -> str:
-                return _matrix_channel(cb.first_slot + k // MATRIX_COLUMNS, row,
-                                       k % MATRIX_COLUMNS + 1)
-
-            for i in range(size):
-                r, c = divmod(i, cols)
-                out[i] = (
-                    (line(r, cb.write_rows[0]), line(rows + c, cb.write_rows[1])),
-                    (line(r, cb.read_rows[0]), line(rows + c, cb.read_rows[1])),
-                )
-        for index, dev in self.devices.items():
-            if not 0 <= index < size:
-                raise ValueError(f"wiring.devices names device {index}; the array has {size}")
-            out[index] = (tuple(dev.write), tuple(dev.read))
-        missing = [i for i, p in enumerate(out) if p is None]
-        if missing:
-            raise ValueError(
-                f"{len(missing)} device(s) have no wiring (first: {missing[0]}); add a "
-                "'crossbar' or 'devices' entry"
-            )
-        for write, read in out:  # type: ignore[misc]
-            for name in (*write, *read):
-                check_crosspoint(name)
-        return out  # type: ignore[return-value]
+            generated = crossbar_paths(shape, cb.first_slot, cb.write_rows, cb.read_rows)
+        explicit = {i: (d.write, d.read) for i, d in self.devices.items()}
+        return device_paths(math.prod(int(n) for n in shape), generated, explicit)
 
 
 @dataclass(frozen=True)
@@ -560,9 +517,7 @@ class ControllerConfig:
     the potential ``U = N * L_batch + |theta|^2 / (2 prior_sigma^2)`` is ``eps = lr / N``.
     """
 
-    scheme: Literal[
-        "float_sgd", "float_sgld", "push_pull", "push_pull_pair", "gradient_only"
-    ] = "push_pull_pair"
+    scheme: Scheme = Scheme.PUSH_PULL_PAIR
     update_bits: int = 7
     """Pulse budget per device and step ``K = 2 ** update_bits - 1``: the resolution of one
     update (``n+ - n-`` takes ``K + 1`` values)."""

@@ -195,3 +195,20 @@ class ArrayInfo:
     @property
     def conductance_range_siemens(self) -> float:
         return self.conductance_max_siemens - self.conductance_min_siemens
+
+
+Bursts = list[tuple[int, int]]
+
+
+def interleaved(n_push: int, n_pull: int) -> Bursts:
+    """The pulse order of a push-pull update, as hardware arrays send it and the twin
+    applies it (``sim.physics`` in closed form): push and pull alternate while both remain,
+    then the surplus follows in one burst. (Blocks of one polarity would drive walls into
+    the track ends and lose the update.)"""
+    pairs = min(n_push, n_pull)
+    bursts: Bursts = [(PUSH, 1), (PULL, 1)] * pairs
+    if n_push > pairs:
+        bursts.append((PUSH, n_push - pairs))
+    elif n_pull > pairs:
+        bursts.append((PULL, n_pull - pairs))
+    return bursts

@@ -62,6 +62,7 @@ import torch
 from dwlab.config import ControllerConfig, MappingRule
 from dwlab.core.device import DeviceArray
 from dwlab.core.errors import PlanError, PulseLimitError
+from dwlab.core.schemes import Scheme
 from dwlab.core.types import ArrayInfo, PulseLimits, PulsePlan, PulseShape
 from dwlab.sgld.maths import (
     UpdatePulse,
@@ -76,9 +77,6 @@ from dwlab.sgld.maths import (
 ArrayFactory = Callable[[str, tuple[int, ...], int], DeviceArray]
 """``(array name from the mapping, shape, seed_offset) -> DeviceArray``."""
 
-SCHEMES = ("float_sgd", "float_sgld", "push_pull", "push_pull_pair", "gradient_only")
-PAIR_SCHEMES = ("push_pull_pair",)
-DEVICE_SCHEMES = ("push_pull", "push_pull_pair", "gradient_only")
 
 SATURATION_MARGIN = 0.05
 """A device within this fraction of the conductance range of a track end counts as saturated."""
@@ -229,19 +227,19 @@ class SGLDController(torch.optim.Optimizer):
         mapping: Sequence[MappingRule] = (),
         seed: int = 0,
     ):
-        if cfg.scheme not in SCHEMES:
-            raise ValueError(f"unknown scheme {cfg.scheme!r}; known: {', '.join(SCHEMES)}")
+        if cfg.scheme not in Scheme.names():
+            raise ValueError(f"unknown scheme {cfg.scheme!r}; known: {', '.join(Scheme.names())}")
         if dataset_size is None or int(dataset_size) < 1:
             raise ValueError(f"dataset_size must be a positive integer, got {dataset_size!r}")
         named = [(n, p) for n, p in named_params if p.requires_grad]
         if not named:
             raise ValueError("the model has no trainable parameters")
         self.cfg = cfg
-        self.scheme = cfg.scheme
+        self.scheme = Scheme(cfg.scheme)
         self.dataset_size = int(dataset_size)
         self.pulse_budget = pulse_budget(cfg.update_bits)
         self.seed = int(seed)
-        on_devices = self.scheme in DEVICE_SCHEMES
+        on_devices = self.scheme.uses_devices
         device_named = [(n, p) for n, p in named if on_devices and is_device_weight(p)]
         digital_named = [(n, p) for n, p in named if not (on_devices and is_device_weight(p))]
         groups = []
@@ -277,7 +275,7 @@ class SGLDController(torch.optim.Optimizer):
         self, device_named: list[tuple[str, torch.Tensor]], factory: ArrayFactory,
         mapping: Sequence[MappingRule],
     ) -> None:
-        pair = self.scheme in PAIR_SCHEMES
+        pair = self.scheme.is_pair
         built: list[tuple[str, str, torch.Tensor, DeviceArray, ArrayInfo]] = []
         try:
             for index, (name, p) in enumerate(device_named):
@@ -639,7 +637,7 @@ class SGLDController(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["dwlab"] = {
-            "scheme": self.scheme,
+            "scheme": self.scheme.value,
             "step": self._step_count,
             "generators": {k: g.get_state() for k, g in self._generators.items()},
             "weights": {

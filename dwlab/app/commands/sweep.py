@@ -23,9 +23,10 @@ from dwlab.app.training import (
     with_training_overrides,
 )
 from dwlab.config import LoadedConfig, load_config
+from dwlab.core.schemes import Scheme
 from dwlab.records import TableWriter, atomic_write_text, new_run_dir, plots
 
-DEVICE_SCHEMES = ("push_pull", "push_pull_pair", "gradient_only")
+DEVICE_SCHEMES = Scheme.device_names()
 RESULT_COLUMNS = ["label", "scheme", "update_bits", "seed", "accuracy", "nll", "ece",
                   "entropy", "final_weights_accuracy", "samples", "pulses_per_weight",
                   "train_seconds"]

@@ -15,9 +15,8 @@ from dwlab.app.training import (
     with_training_overrides,
 )
 from dwlab.config import load_config
+from dwlab.core.schemes import Scheme
 from dwlab.records import new_run_dir
-
-SCHEMES = ("float_sgd", "float_sgld", "push_pull", "push_pull_pair", "gradient_only")
 
 
 def add_training_overrides(p: argparse.ArgumentParser) -> None:
@@ -58,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--config", type=Path, help="lab config YAML")
     src.add_argument("--resume", type=Path, metavar="RUN_DIR",
                      help="continue a run folder from its last checkpoint")
-    p.add_argument("--scheme", choices=SCHEMES, help="override controller.scheme")
+    p.add_argument("--scheme", choices=Scheme.names(), help="override controller.scheme")
     p.add_argument("--bits", type=int, help="override controller.update_bits")
     p.add_argument("--no-float", action="store_true",
                    help="skip the float SGD reference run")
