@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 import yaml
-from dwlab.drivers.hardware_array import HardwareArray
 from dwlab.sim.virtual_lab import VirtualLab
 from tqdm import tqdm
 
+from dwlab.app.backends import open_hardware
 from dwlab.config import load_config
 from dwlab.core.types import PulsePlan, PulseShape
 
@@ -67,8 +67,8 @@ def measure(path: Path, strategy: str, pulses: int, repeats: int) -> dict[str, f
     loaded = load_config(path)
     gen = torch.Generator().manual_seed(0)
     with VirtualLab.from_config(loaded) as lab:
-        array = HardwareArray.from_config(loaded, "chip", resources=lab.resources,
-                                          strategy=strategy, read_back=True)
+        array = open_hardware(loaded, "chip", resources=lab.resources,
+                              strategy=strategy, read_back=True)
         try:
             seconds = messages = trips = updates = groups = 0.0
             for _ in range(repeats):

@@ -2,10 +2,14 @@
 
 - ``agilent81110a``, ``keithley707b``: new pymeasure drivers (declarative style);
   Keysight 81160A and Keithley 2450 / 2400 are pymeasure's stock classes.
-- ``roles``: the PulseSource / ConductanceMeter / Router roles and one adapter per driver.
-- ``registry``: config driver names -> (role, driver, adapter); opening instruments.
+- ``adapters``: the base role adapter (error translation, safe retries, reconnects);
+  ``pulsers``, ``meters``, ``routers``: one adapter per driver, giving it its role
+  (the role protocols live in ``dwlab.core.roles``).
+- ``registry``: driver names -> (role, driver, adapter); opening a role on a resource.
 - ``hardware_array``: ``HardwareArray``, the ``DeviceArray`` built from the three roles.
 - ``sim_yaml/``: pyvisa-sim definitions of every driver's commands.
 
-Drivers import nothing from dwlab beyond ``types``, ``errors`` and ``device``.
+Drivers import nothing from dwlab beyond ``dwlab.core`` (and ``dwlab.records`` for
+timestamps); they never read a lab config: ``dwlab.app.backends`` opens the roles and
+builds the array from it.
 """

@@ -26,12 +26,8 @@ from typing import Any
 import torch
 
 from dwlab.core.device import ArrayBase
-from dwlab.core.errors import (
-    ConfigError,
-    InstrumentError,
-    InstrumentReplyError,
-    PulseLimitError,
-)
+from dwlab.core.errors import InstrumentError, InstrumentReplyError, PulseLimitError
+from dwlab.core.roles import ConductanceMeter, PulseSource, Router
 from dwlab.core.types import (
     PULL,
     PUSH,
@@ -48,7 +44,11 @@ from dwlab.records import now_iso
 
 
 class HardwareArray(ArrayBase):
-    """Domain-wall devices on a bench (or on the virtual lab), behind ``DeviceArray``."""
+    """Domain-wall devices on a bench (or on the virtual lab), behind ``DeviceArray``.
+
+    The three roles come already open (``dwlab.app.backends`` opens them from a lab
+    config); from then on the array owns them: :meth:`close` hangs them up.
+    """
 
     backend = "hardware"
 
@@ -57,9 +57,9 @@ class HardwareArray(ArrayBase):
         *,
         name: str,
         shape: Sequence[int],
-        pulser: Any,
-        meter: Any,
-        router: Any,
+        pulser: PulseSource,
+        meter: ConductanceMeter,
+        router: Router,
         wiring: Sequence[tuple[Sequence[str], Sequence[str]]],
         limits: PulseLimits,
         nominal_pulse: PulseShape,
@@ -120,73 +120,6 @@ class HardwareArray(ArrayBase):
             self.meter.configure(read_bias_volts, compliance_amps, wires, nplc)
         finally:
             self.safe_state()
-
-    # -- construction from a lab config ------------------------------------------------
-
-    @classmethod
-    def from_config(
-        cls,
-        loaded: Any,
-        name: str,
-        shape: Sequence[int] | None = None,
-        *,
-        resources: dict[str, str] | None = None,
-        event_log: Any = None,
-        **overrides: Any,
-    ) -> HardwareArray:
-        """Open the instruments of hardware array ``name`` of a loaded lab config.
-
-        ``resources`` (role -> VISA resource) replaces the configured addresses, e.g. the
-        ephemeral ports of a virtual lab in tests; ``overrides`` replace keyword arguments
-        (``strategy``, ``read_back``).
-        """
-        from dwlab.drivers.registry import open_role
-
-        cfg = loaded.config.arrays[name]
-        where = f"arrays.{name}"
-        if cfg.backend != "hardware" or cfg.hardware is None:
-            raise ConfigError("not a hardware array", file=str(loaded.path), key=where)
-        fixed = tuple(cfg.shape)
-        if shape is not None and tuple(shape) != fixed:
-            raise ConfigError(
-                f"the hardware array has shape {fixed} but {tuple(shape)} was asked for "
-                "(a mapped layer must match the chip)", file=str(loaded.path),
-                key=f"{where}.shape",
-            )
-        hw = cfg.hardware
-        limits = cfg.limits.pulse_limits()
-        if cfg.pulse is None:
-            raise ConfigError("a hardware array needs a nominal 'pulse'",
-                              file=str(loaded.path), key=f"{where}.pulse")
-        resources = resources or {}
-        opened: list[Any] = []
-        try:
-            roles = {}
-            for role in ("pulser", "meter", "router"):
-                roles[role] = open_role(role, getattr(hw.instruments, role),
-                                        resource=resources.get(role), retries=hw.retries)
-                opened.append(roles[role])
-            kwargs = dict(
-                name=name, shape=fixed, wiring=hw.wiring.paths(fixed), limits=limits,
-                nominal_pulse=PulseShape(cfg.pulse.amplitude_volts, cfg.pulse.width_seconds),
-                conductance_range_siemens=(hw.devices.conductance_min_siemens,
-                                           hw.devices.conductance_max_siemens),
-                step_siemens=hw.devices.step_siemens,
-                step_sigma_siemens=hw.devices.step_sigma_siemens,
-                read_bias_volts=hw.read.bias_volts, compliance_amps=hw.read.compliance_amps,
-                max_read_bias_volts=hw.read.max_bias_volts,
-                max_compliance_amps=hw.read.max_compliance_amps, wires=hw.read.wires,
-                nplc=hw.read.nplc, series_resistance_ohms=hw.read.series_resistance_ohms,
-                pulse_period_seconds=hw.pulse_period_seconds, strategy=hw.strategy,
-                read_back=hw.read_back, shared_path=hw.wiring.shared_path,
-                event_log=event_log,
-            )
-            kwargs.update(overrides)
-            return cls(**roles, **kwargs)
-        except BaseException:
-            for role in opened:
-                role.close()
-            raise
 
     # -- DeviceArray -------------------------------------------------------------------
 

@@ -10,17 +10,12 @@ import socket
 from typing import Any
 
 import pyvisa
+from dwlab.drivers.adapters import RoleAdapter, visa_socket
 from dwlab.drivers.agilent81110a import Agilent81110A
 from dwlab.drivers.keithley707b import Keithley707B
-from dwlab.drivers.roles import (
-    Agilent81110APulser,
-    Keithley707BRouter,
-    Keithley2400Meter,
-    Keithley2450Meter,
-    Keysight81160APulser,
-    RoleAdapter,
-    visa_socket,
-)
+from dwlab.drivers.meters import Keithley2400Meter, Keithley2450Meter
+from dwlab.drivers.pulsers import Agilent81110APulser, Keysight81160APulser
+from dwlab.drivers.routers import Keithley707BRouter
 from pymeasure.instruments.keithley import Keithley2400, Keithley2450
 from pymeasure.instruments.keysight import Keysight81160A
 
@@ -65,21 +60,22 @@ def _set_nodelay(connection: Any) -> None:
         connection.set_visa_attribute(pyvisa.constants.ResourceAttribute.tcpip_nodelay, True)
 
 
-def open_role(role: str, cfg: Any, *, resource: str | None = None, retries: int = 1
+def open_role(role: str, driver: str, resource: str, *, channel: int = 1,
+              timeout_seconds: float = 2.0, visa_library: str = "@py", retries: int = 1
               ) -> RoleAdapter:
-    """The role adapter for an ``InstrumentConfig`` (``resource`` overrides the config's)."""
-    if cfg.driver not in DRIVERS:
-        raise KeyError(f"unknown driver '{cfg.driver}'; known: {', '.join(sorted(DRIVERS))}")
-    expected, _, adapter = DRIVERS[cfg.driver]
+    """Open driver ``driver`` on ``resource`` as the adapter of ``role`` (``channel``: the
+    pulse generator's output; other roles ignore it)."""
+    if driver not in DRIVERS:
+        raise KeyError(f"unknown driver '{driver}'; known: {', '.join(sorted(DRIVERS))}")
+    expected, _, adapter = DRIVERS[driver]
     if expected != role:
-        raise ValueError(f"driver '{cfg.driver}' is a {expected}, not a {role}")
-    target = resource or cfg.resource
+        raise ValueError(f"driver '{driver}' is a {expected}, not a {role}")
 
     def connect() -> Any:
-        return connect_driver(cfg.driver, target, timeout_seconds=cfg.timeout_seconds,
-                              visa_library=cfg.visa_library)
+        return connect_driver(driver, resource, timeout_seconds=timeout_seconds,
+                              visa_library=visa_library)
 
-    name = f"{role} ({cfg.driver} at {target})"
+    name = f"{role} ({driver} at {resource})"
     if role == "pulser":
-        return adapter(name, connect, channel=cfg.channel, retries=retries)
+        return adapter(name, connect, channel=channel, retries=retries)
     return adapter(name, connect, retries=retries)

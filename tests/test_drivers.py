@@ -5,28 +5,21 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from dwlab.drivers.agilent81110a import Agilent81110A
 from dwlab.drivers.keithley707b import Keithley707B
+from dwlab.drivers.meters import Keithley2400Meter, Keithley2450Meter
+from dwlab.drivers.pulsers import Agilent81110APulser, Keysight81160APulser
 from dwlab.drivers.registry import DRIVERS, open_role
-from dwlab.drivers.roles import (
-    Agilent81110APulser,
-    ConductanceMeter,
-    Keithley707BRouter,
-    Keithley2400Meter,
-    Keithley2450Meter,
-    Keysight81160APulser,
-    PulseSource,
-    Router,
-)
+from dwlab.drivers.routers import Keithley707BRouter
 from pymeasure.adapters import ProtocolAdapter
 from pymeasure.instruments.keithley import Keithley2400, Keithley2450
 from pymeasure.instruments.keysight import Keysight81160A
 from pymeasure.test import expected_protocol
 
 from dwlab.core.errors import InstrumentReplyError
+from dwlab.core.roles import ConductanceMeter, PulseSource, Router
 from dwlab.core.types import PULL, PUSH
 
 SIM_YAML = Path(__file__).resolve().parents[1] / "drivers" / "sim_yaml"
@@ -208,9 +201,8 @@ def test_router_role():
 def _sim_role(tmp_path, driver, role):
     yaml_path = tmp_path / f"{driver}.yaml"
     shutil.copy(SIM_YAML / f"{driver}.yaml", yaml_path)
-    cfg = SimpleNamespace(driver=driver, resource="ASRL1::INSTR", timeout_seconds=1.0,
-                          channel=1, visa_library=f"{yaml_path}@sim")
-    return open_role(role, cfg)
+    return open_role(role, driver, "ASRL1::INSTR", channel=1, timeout_seconds=1.0,
+                     visa_library=f"{yaml_path}@sim")
 
 
 def test_every_registered_driver_has_a_sim_definition():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dwlab.drivers.hardware_array import HardwareArray
 from test_virtual_lab_support import lab_config, open_lab_array
 
+from dwlab.app.backends import open_hardware
 from dwlab.config import load_config
 from dwlab.core.errors import ConfigError, PlanError, PulseLimitError
 from dwlab.core.types import PulsePlan, PulseShape
@@ -173,7 +173,7 @@ def test_read_bias_and_compliance_limits_are_checked_before_any_command(tmp_path
     with VirtualLab.from_config(loaded) as lab:
         for bad in ({"read_bias_volts": 0.5}, {"compliance_amps": 0.01}):
             with pytest.raises(PulseLimitError):
-                HardwareArray.from_config(loaded, "chip", resources=lab.resources, **bad)
+                open_hardware(loaded, "chip", resources=lab.resources, **bad)
         assert lab.message_counts() == {"pulser": 0, "meter": 0, "router": 0}
 
 
@@ -193,7 +193,7 @@ def test_config_rejects_unsafe_read_settings_and_missing_wiring(tmp_path):
 def test_a_layer_of_another_shape_is_refused(tmp_path):
     loaded = load_config(lab_config(tmp_path))
     with pytest.raises(ConfigError, match="shape"):
-        HardwareArray.from_config(loaded, "chip", shape=(4, 3))
+        open_hardware(loaded, "chip", shape=(4, 3))
 
 
 @pytest.mark.parametrize("pulser, meter", [("keysight81160a", "keithley2400"),

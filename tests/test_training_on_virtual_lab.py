@@ -1,10 +1,17 @@
 """A training run on hardware (the virtual lab) records what its arrays report and closes
-their instrument connections, whether it finishes or an instrument fault stops it."""
+their instrument connections, whether it finishes or an instrument fault stops it; the lab
+it starts itself is stopped on every way out, and each array is made safe once at close."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
+import pytest
+from dwlab.drivers.hardware_array import HardwareArray
+from dwlab.sim.twin import TwinArray
+from dwlab.sim.virtual_lab import VirtualLab
 from test_virtual_lab_support import autostarted_lab, training_lab_config
 
 from dwlab.app.cli import main
@@ -73,3 +80,102 @@ def test_an_aborted_run_records_the_pulses_sent_before_the_stop_and_closes(
         assert unconfirmed is not None
         extra = _delivered(lab) - recorded
         assert 0 <= extra <= sum(n for _, n in unconfirmed["bursts"])
+
+
+# -- a run that starts its own lab (the config's autostart) --------------------------------
+
+
+@pytest.fixture
+def own_lab(monkeypatch):
+    """Records the labs a run starts (with their ports) and every safe_state per array."""
+    started: list[tuple[VirtualLab, dict[str, int]]] = []
+    safe_states: dict[int, int] = {}
+    start = VirtualLab.start
+
+    def recording_start(lab):
+        start(lab)
+        started.append((lab, dict(lab.ports)))
+        return lab
+
+    monkeypatch.setattr(VirtualLab, "start", recording_start)
+    for cls in (HardwareArray, TwinArray):
+        def counting(array, _original=cls.safe_state):
+            safe_states[id(array)] = safe_states.get(id(array), 0) + 1
+            _original(array)
+
+        monkeypatch.setattr(cls, "safe_state", counting)
+    return started, safe_states
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def _lab_threads(seconds: float = 5.0) -> list[threading.Thread]:
+    """Server and connection threads still alive once they have had time to end."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = [t for t in threading.enumerate()
+                 if t.name.startswith("vlab-") or "process_request_thread" in t.name]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.02)
+
+
+def _assert_lab_stopped_and_safe(started) -> None:
+    assert len(started) == 1  # the run served its lab, once
+    lab, ports = started[0]
+    assert lab.is_safe()
+    assert not any(lab.open_connections().values())
+    assert all(_refused(port) for port in ports.values()), ports
+    assert _lab_threads() == []
+
+
+def test_a_run_stops_the_lab_it_started_and_makes_each_array_safe_once_at_close(
+        tmp_path, monkeypatch, own_lab):
+    started, safe_states = own_lab
+    at_close: dict[int, int] = {}
+    train = TrainingRun._train
+
+    def train_then_note_the_counts(run, model, opt):
+        result = train(run, model, opt)
+        at_close.update(safe_states)
+        return result
+
+    monkeypatch.setattr(TrainingRun, "_train", train_then_note_the_counts)
+    assert _train(training_lab_config(tmp_path), tmp_path / "run") == 0
+    _assert_lab_stopped_and_safe(started)
+    assert at_close  # the chip's array
+    assert {array: safe_states[array] - n for array, n in at_close.items()} == dict.fromkeys(
+        at_close, 1)
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_a_failing_run_stops_its_lab_and_leaves_every_array_safe(
+        tmp_path, monkeypatch, own_lab, error):
+    started, _ = own_lab
+    closed: list[int] = []
+    close = HardwareArray.close
+
+    def recording_close(array):
+        closed.append(id(array))
+        close(array)
+
+    def fail_after_step_one(run, step):
+        if step == 1:
+            raise error("injected")
+
+    monkeypatch.setattr(HardwareArray, "close", recording_close)
+    monkeypatch.setattr(TrainingRun, "after_step", fail_after_step_one)
+    path = training_lab_config(tmp_path)
+    if error is KeyboardInterrupt:
+        assert _train(path, tmp_path / "run", limit_train=128) == 130
+    else:
+        with pytest.raises(RuntimeError, match="injected"):
+            _train(path, tmp_path / "run", limit_train=128)
+    _assert_lab_stopped_and_safe(started)
+    assert len(closed) == 1 == len(set(closed))  # the chip, closed once

@@ -18,7 +18,7 @@ import yaml
 from dwlab.drivers.hardware_array import HardwareArray
 from dwlab.sim.virtual_lab import VirtualLab
 
-from dwlab.app import backends
+from dwlab.app.backends import open_hardware
 from dwlab.config import load_config
 
 LOOPBACK = "TCPIP::127.0.0.1::0::SOCKET"
@@ -71,7 +71,7 @@ def open_lab_array(path: Path, **overrides: Any) -> tuple[VirtualLab, HardwareAr
     loaded = load_config(path)
     lab = VirtualLab.from_config(loaded).start()
     try:
-        array = HardwareArray.from_config(loaded, "chip", resources=lab.resources, **overrides)
+        array = open_hardware(loaded, "chip", resources=lab.resources, **overrides)
     except BaseException:
         lab.stop()
         raise
@@ -93,14 +93,8 @@ def training_lab_config(folder: Path) -> Path:
 
 @contextlib.contextmanager
 def autostarted_lab(path: Path) -> Iterator[VirtualLab]:
-    """The in-process lab that ``dwlab train --config path`` connects to, started here so
-    that a test can inspect it (and inject faults); stopped at the end."""
-    loaded = load_config(path)
-    key = str(loaded.path.resolve())
-    backends.ensure_virtual_lab(loaded)
-    try:
-        yield backends._RUNNING_LABS[key]
-    finally:
-        lab = backends._RUNNING_LABS.pop(key, None)
-        if lab is not None:
-            lab.stop()
+    """The lab that ``dwlab train --config path`` connects to, started here on the
+    config's ports so that a test can inspect it (and inject faults): the run finds the
+    ports served and uses this lab. Stopped at the end."""
+    with VirtualLab.from_config(load_config(path)) as lab:
+        yield lab

@@ -1,14 +1,29 @@
-"""Backend factory: builds the device arrays a lab config names, by registry name only."""
+"""Backend factory: the one place that builds device arrays and opens instruments from a
+lab config (by registry name only), and :func:`open_backends`, through which a run owns
+what it opens: its arrays and the virtual lab it starts.
+
+The drivers never read a config: the instruments' addresses and settings, the wiring and
+the read-out values are taken from it here and handed to ``HardwareArray`` as values.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+import contextlib
+import errno
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dwlab.config import ArrayConfig, LoadedConfig
 from dwlab.core.device import DeviceArray
 from dwlab.core.errors import ConfigError
+from dwlab.core.instruments import ROLES
 from dwlab.core.types import PulseLimits, PulseShape
+from dwlab.records import now_iso
+
+if TYPE_CHECKING:
+    from dwlab.drivers.adapters import RoleAdapter
+    from dwlab.drivers.hardware_array import HardwareArray
+    from dwlab.sim.virtual_lab import VirtualLab
 
 
 class EventSink(Protocol):
@@ -50,9 +65,9 @@ def check_arrays(loaded: LoadedConfig) -> None:
             twin_params(loaded, name)
 
 
-def _build_twin(
-    loaded: LoadedConfig, name: str, shape: tuple[int, ...] | None, seed_offset: int,
-    event_log: EventSink | None = None,
+def build_twin(
+    loaded: LoadedConfig, name: str, shape: tuple[int, ...] | None = None,
+    seed_offset: int = 0, event_log: EventSink | None = None,
 ) -> DeviceArray:
     """A simulated array (it records no events: every pulse it takes is in its state)."""
     from dwlab.sim.twin import TwinArray
@@ -71,46 +86,86 @@ def _build_twin(
     )
 
 
-def _build_hardware(
-    loaded: LoadedConfig, name: str, shape: tuple[int, ...] | None, seed_offset: int,
-    event_log: EventSink | None = None,
-) -> DeviceArray:
+def _hardware_config(loaded: LoadedConfig, name: str, shape: tuple[int, ...] | None
+                     ) -> ArrayConfig:
+    """Array ``name``'s config, checked to be a hardware array of shape ``shape``."""
+    cfg = loaded.config.arrays[name]
+    where = f"arrays.{name}"
+    if cfg.backend != "hardware" or cfg.hardware is None:
+        raise ConfigError("not a hardware array", file=str(loaded.path), key=where)
+    fixed = tuple(cfg.shape)
+    if shape is not None and tuple(shape) != fixed:
+        raise ConfigError(
+            f"the hardware array has shape {fixed} but {tuple(shape)} was asked for "
+            "(a mapped layer must match the chip)", file=str(loaded.path),
+            key=f"{where}.shape",
+        )
+    if cfg.pulse is None:
+        raise ConfigError("a hardware array needs a nominal 'pulse'",
+                          file=str(loaded.path), key=f"{where}.pulse")
+    return cfg
+
+
+def open_role(loaded: LoadedConfig, name: str, role: str, *, resource: str | None = None,
+              retries: int | None = None) -> RoleAdapter:
+    """Open the ``role`` instrument of hardware array ``name`` (``resource`` replaces the
+    configured address; ``retries`` the configured count)."""
+    from dwlab.drivers.registry import open_role as open_driver_role
+
+    hw = _hardware_config(loaded, name, None).hardware
+    inst = getattr(hw.instruments, role)
+    return open_driver_role(role, inst.driver, resource or inst.resource, channel=inst.channel,
+                            timeout_seconds=inst.timeout_seconds,
+                            visa_library=inst.visa_library,
+                            retries=hw.retries if retries is None else retries)
+
+
+def open_hardware(
+    loaded: LoadedConfig, name: str, shape: tuple[int, ...] | None = None,
+    seed_offset: int = 0, event_log: EventSink | None = None, *,
+    resources: dict[str, str] | None = None, **overrides: Any,
+) -> HardwareArray:
+    """Open the instruments of hardware array ``name`` and build the array on them.
+
+    ``resources`` (role -> VISA resource) replaces the configured addresses, e.g. the
+    ephemeral ports of a virtual lab in tests; ``overrides`` replace ``HardwareArray``
+    keyword arguments (``strategy``, ``read_back``). A chip has no seed: ``seed_offset`` is
+    there for the factory's common signature.
+    """
     from dwlab.drivers.hardware_array import HardwareArray
 
-    lab = loaded.config.virtual_lab
-    if lab is not None and lab.autostart and lab.array == name:
-        ensure_virtual_lab(loaded)
-    return HardwareArray.from_config(loaded, name, shape, event_log=event_log)
-
-
-_RUNNING_LABS: dict[str, object] = {}
-
-
-def ensure_virtual_lab(loaded: LoadedConfig) -> None:
-    """Serve the config's virtual lab in this process (once), unless its ports are already
-    served (then the drivers connect to that lab)."""
-    import errno
-
-    from dwlab.sim.virtual_lab import VirtualLab
-
-    key = str(loaded.path.resolve())
-    if key in _RUNNING_LABS:
-        return
-    lab = VirtualLab.from_config(loaded)
+    cfg = _hardware_config(loaded, name, shape)
+    hw = cfg.hardware
+    fixed = tuple(cfg.shape)
+    settings: dict[str, Any] = dict(
+        name=name, shape=fixed, wiring=hw.wiring.paths(fixed), limits=limits_from_config(cfg),
+        nominal_pulse=PulseShape(cfg.pulse.amplitude_volts, cfg.pulse.width_seconds),
+        conductance_range_siemens=(hw.devices.conductance_min_siemens,
+                                   hw.devices.conductance_max_siemens),
+        step_siemens=hw.devices.step_siemens, step_sigma_siemens=hw.devices.step_sigma_siemens,
+        read_bias_volts=hw.read.bias_volts, compliance_amps=hw.read.compliance_amps,
+        max_read_bias_volts=hw.read.max_bias_volts,
+        max_compliance_amps=hw.read.max_compliance_amps, wires=hw.read.wires,
+        nplc=hw.read.nplc, series_resistance_ohms=hw.read.series_resistance_ohms,
+        pulse_period_seconds=hw.pulse_period_seconds, strategy=hw.strategy,
+        read_back=hw.read_back, shared_path=hw.wiring.shared_path, event_log=event_log,
+    )
+    settings.update(overrides)
+    resources = resources or {}
+    roles: dict[str, RoleAdapter] = {}
     try:
-        lab.start()
-    except OSError as exc:
-        lab.stop()
-        if exc.errno != errno.EADDRINUSE:
-            raise ConfigError(f"cannot start the virtual lab: {exc}", file=str(loaded.path),
-                              key="virtual_lab") from None
-        return  # another process serves these ports: connect to it
-    _RUNNING_LABS[key] = lab
+        for role in ROLES:
+            roles[role] = open_role(loaded, name, role, resource=resources.get(role))
+        return HardwareArray(**roles, **settings)
+    except BaseException:  # the array never took them over: hang up here
+        for adapter in roles.values():
+            adapter.close()
+        raise
 
 
 BACKENDS: dict[str, Callable[..., DeviceArray]] = {
-    "twin": _build_twin,
-    "hardware": _build_hardware,
+    "twin": build_twin,
+    "hardware": open_hardware,
 }
 
 
@@ -118,7 +173,9 @@ def build_array(
     loaded: LoadedConfig, name: str = "main", shape: tuple[int, ...] | None = None,
     seed_offset: int = 0, event_log: EventSink | None = None,
 ) -> DeviceArray:
-    """Build array ``name`` of a loaded config. ``shape`` sizes twins that do not fix one.
+    """Build array ``name`` of a loaded config; the caller closes it (a run uses
+    :func:`open_backends`, which closes what it built). ``shape`` sizes twins that do not
+    fix one.
 
     ``event_log`` (anything with ``write(dict)``, e.g. a run folder's
     :class:`~dwlab.records.EventLog`) receives what a hardware array reports: each
@@ -135,3 +192,101 @@ def close_array(array: DeviceArray) -> None:
     """Safe state, then release the array's connections (arrays without ``close`` hold
     none: safe state only)."""
     getattr(array, "close", array.safe_state)()
+
+
+def start_virtual_lab(loaded: LoadedConfig) -> VirtualLab:
+    """Serve the config's virtual lab on 127.0.0.1; the caller stops it. An ``OSError``
+    when a port cannot be served (nothing is left listening then)."""
+    from dwlab.sim.virtual_lab import VirtualLab
+
+    if loaded.config.virtual_lab is None:
+        raise ConfigError("no 'virtual_lab' section", file=str(loaded.path), key="virtual_lab")
+    lab = VirtualLab.from_config(loaded)
+    try:
+        return lab.start()
+    except BaseException:
+        lab.stop()  # the servers that did start
+        raise
+
+
+class Backends:
+    """What one run opens: the arrays it builds and the virtual lab its config asks for.
+
+    Made by :func:`open_backends`, which closes everything on the way out.
+    """
+
+    def __init__(self, loaded: LoadedConfig, event_log: EventSink | None = None):
+        self.loaded = loaded
+        self.event_log = event_log
+        self.arrays: list[DeviceArray] = []
+        self.lab: VirtualLab | None = None
+        self._lab_settled = False  # started here, or found served by another process
+
+    def array(self, name: str = "main", shape: tuple[int, ...] | None = None,
+              seed_offset: int = 0) -> DeviceArray:
+        """Build array ``name`` (``shape`` sizes twins that do not fix one); it is closed
+        with the run. The controller's array factory has this signature."""
+        self._serve_lab_for(name)
+        array = build_array(self.loaded, name, shape, seed_offset, self.event_log)
+        self.arrays.append(array)
+        return array
+
+    def open_role(self, name: str, role: str, *, retries: int | None = None) -> RoleAdapter:
+        """One instrument of hardware array ``name`` on its own; the caller closes it."""
+        self._serve_lab_for(name)
+        return open_role(self.loaded, name, role, retries=retries)
+
+    def _serve_lab_for(self, name: str) -> None:
+        """Start the virtual lab when array ``name`` is the one it serves and the config
+        asks for it (``virtual_lab.autostart``). Ports already served (another process, a
+        test's lab) are used as they are."""
+        lab = self.loaded.config.virtual_lab
+        if self._lab_settled or lab is None or not lab.autostart or lab.array != name:
+            return
+        try:
+            self.lab = start_virtual_lab(self.loaded)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise ConfigError(f"cannot start the virtual lab: {exc}",
+                                  file=str(self.loaded.path), key="virtual_lab") from None
+        self._lab_settled = True
+
+    def close(self) -> list[BaseException]:
+        """Close every array once (safe state, then disconnect), even when one fails, then
+        stop the lab. Each failure is recorded in the event log and returned."""
+        failures: list[BaseException] = []
+        arrays, self.arrays = self.arrays, []
+        try:
+            for array in arrays:
+                try:
+                    close_array(array)
+                except BaseException as exc:  # keep going: every array must be made safe
+                    failures.append(exc)
+                    if self.event_log is not None:
+                        self.event_log.write({"time": now_iso(), "event": "array_close_failed",
+                                              "error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            if self.lab is not None:
+                self.lab.stop()
+                self.lab = None
+        return failures
+
+
+@contextlib.contextmanager
+def open_backends(loaded: LoadedConfig, event_log: EventSink | None = None
+                  ) -> Iterator[Backends]:
+    """The backends of one run: on every way out (return, error, Ctrl-C) each array built
+    is closed exactly once and the virtual lab is stopped.
+
+    A failure to close is raised when the run itself succeeded; otherwise the run's own
+    error is the one raised (the close failure stays in the event log).
+    """
+    backends = Backends(loaded, event_log)
+    try:
+        yield backends
+    except BaseException:
+        backends.close()
+        raise
+    failures = backends.close()
+    if failures:
+        raise failures[0]

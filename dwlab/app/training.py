@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from dwlab.app.backends import Backends, open_backends
 from dwlab.app.checkpoint import (
     capture_rng_states,
     load_checkpoint,
@@ -52,7 +53,6 @@ from dwlab.app.checkpoint import (
 from dwlab.app.data import ImageData, batches_per_epoch, eval_batches, load_dataset, train_batches
 from dwlab.app.models import build_model, count_parameters
 from dwlab.config import ControllerConfig, LabConfig, LoadedConfig, from_data, to_data
-from dwlab.core.device import DeviceArray
 from dwlab.core.errors import CheckpointError, DwlabError, PlanError
 from dwlab.core.schemes import Scheme
 from dwlab.records import (
@@ -200,41 +200,12 @@ class PosteriorStore:
 
 def build_training_optimizer(model: nn.Module, loaded: LoadedConfig,
                              controller: ControllerConfig, dataset_size: int, seed: int,
-                             arrays: list[DeviceArray] | None = None,
-                             event_log: EventLog | None = None) -> SGLDController:
-    """The controller for ``controller.scheme``, with arrays built from ``loaded``.
-
-    Every array built is appended to ``arrays`` (also when the controller's checks then
-    refuse it), so the caller can close each one; ``event_log`` receives the arrays'
-    events (see :func:`dwlab.app.backends.build_array`).
-    """
-    from dwlab.app.backends import build_array
-
-    def array_factory(name: str, shape: tuple[int, ...], seed_offset: int) -> DeviceArray:
-        array = build_array(loaded, name, shape, seed_offset, event_log=event_log)
-        if arrays is not None:
-            arrays.append(array)
-        return array
-
+                             backends: Backends) -> SGLDController:
+    """The controller for ``controller.scheme``, its arrays built by the run's
+    ``backends`` (which close them)."""
     return build_optimizer(model, controller, dataset_size=dataset_size,
-                           array_factory=array_factory, mapping=loaded.config.mapping,
+                           array_factory=backends.array, mapping=loaded.config.mapping,
                            seed=seed)
-
-
-def close_arrays(arrays: list[DeviceArray], event_log: EventLog) -> list[Exception]:
-    """Close every array (safe state, then disconnect), even when one fails; each failure
-    is recorded in ``event_log`` and returned."""
-    from dwlab.app.backends import close_array
-
-    failures = []
-    for array in arrays:
-        try:
-            close_array(array)
-        except Exception as exc:  # keep going: every array must be made safe and released
-            failures.append(exc)
-            event_log.write({"time": now_iso(), "event": "array_close_failed",
-                             "error": f"{type(exc).__name__}: {exc}"})
-    return failures
 
 
 def device_conductances(opt: SGLDController) -> dict[str, torch.Tensor]:
@@ -287,23 +258,17 @@ class TrainingRun:
         if self.tcfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         dataset_size = self.controller_cfg.dataset_size or self.data.train_size
-        # The run owns the arrays it builds: whatever ends it, they are closed, and what
-        # they report (pulses applied, also before an abort) lands in its folder.
-        arrays: list[DeviceArray] = []
+        # The run owns what it opens: whatever ends it, its arrays are closed once and its
+        # virtual lab stopped, and what they report (pulses applied, also before an
+        # abort) lands in its folder.
         device_events = EventLog(self.folder / "device_events.jsonl")
         try:
-            opt = build_training_optimizer(model, self.loaded, self.controller_cfg,
-                                           dataset_size, seed, arrays, device_events)
-            try:
-                result = self._train(model, opt)
-            finally:
-                opt.close()
+            with open_backends(self.loaded, device_events) as backends:
+                opt = build_training_optimizer(model, self.loaded, self.controller_cfg,
+                                               dataset_size, seed, backends)
+                return self._train(model, opt)
         finally:
-            failures = close_arrays(arrays, device_events)
             device_events.close()
-        if failures:
-            raise failures[0]
-        return result
 
     def _train(self, model: nn.Module, opt) -> dict[str, Any]:
         tcfg = self.tcfg

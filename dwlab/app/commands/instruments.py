@@ -1,7 +1,8 @@
 """``dwlab instruments identify CONFIG``: ask every configured instrument who it is.
 
 Opens each instrument of each hardware array and sends only ``*IDN?``: no output, source
-or switch is touched.
+or switch is touched. A virtual lab the config starts itself (``autostart``) is served for
+the time of the check.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 
 from dwlab.config import load_config
 from dwlab.core.errors import DwlabError
+from dwlab.core.instruments import ROLES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,33 +24,34 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_identify(args: argparse.Namespace) -> int:
-    from dwlab.drivers.registry import open_role
+    from dwlab.app.backends import open_backends
 
     loaded = load_config(args.config)
-    arrays = {name: cfg for name, cfg in loaded.config.arrays.items()
-              if cfg.backend == "hardware" and (args.array is None or name == args.array)}
-    if not arrays:
+    names = [name for name, cfg in loaded.config.arrays.items()
+             if cfg.backend == "hardware" and (args.array is None or name == args.array)]
+    if not names:
         print("no hardware arrays in this config" + (f" named '{args.array}'"
                                                      if args.array else ""))
         return 1
     failed = 0
-    for name, cfg in arrays.items():
-        for role in ("pulser", "meter", "router"):
-            inst = getattr(cfg.hardware.instruments, role)
-            where = f"{name}.{role} ({inst.driver} at {inst.resource})"
-            try:
-                adapter = open_role(role, inst, retries=0)
+    with open_backends(loaded) as backends:  # serves the virtual lab if the config asks
+        for name in names:
+            for role in ROLES:
+                inst = getattr(loaded.config.arrays[name].hardware.instruments, role)
+                where = f"{name}.{role} ({inst.driver} at {inst.resource})"
                 try:
-                    identity = adapter.identify()
-                finally:
-                    adapter.close()
-            except DwlabError as exc:
-                failed += 1
-                print(f"FAIL {where}: {exc}")
-                continue
-            if len(identity.split(",")) < 4:  # *IDN? is maker,model,serial,firmware
-                failed += 1
-                print(f"FAIL {where}: the reply {identity!r} is not an instrument identity")
-            else:
-                print(f"ok   {where}: {identity}")
+                    adapter = backends.open_role(name, role, retries=0)
+                    try:
+                        identity = adapter.identify()
+                    finally:
+                        adapter.close()
+                except DwlabError as exc:
+                    failed += 1
+                    print(f"FAIL {where}: {exc}")
+                    continue
+                if len(identity.split(",")) < 4:  # *IDN? is maker,model,serial,firmware
+                    failed += 1
+                    print(f"FAIL {where}: the reply {identity!r} is not an instrument identity")
+                else:
+                    print(f"ok   {where}: {identity}")
     return 1 if failed else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from dwlab.app.backends import build_array, close_array, limits_from_config
+from dwlab.app.backends import build_array, limits_from_config, open_backends
 from dwlab.config import load_config, to_data
 from dwlab.core.errors import ConfigError, ProtocolError, PulseLimitError
 from dwlab.core.types import PulseShape
@@ -89,15 +89,12 @@ def run_run(args: argparse.Namespace) -> int:
     loaded, shape, nominal = script_target(script)
     if args.dry_run:
         return dry_run(script, loaded, shape, nominal)
-    array = build_array(loaded, script.config.array, shape=shape,
-                        seed_offset=script.config.seed_offset)
-    try:
+    with open_backends(loaded) as backends:
+        array = backends.array(script.config.array, shape, script.config.seed_offset)
         result = run_script(script, array, args.runs_dir, progress=not args.no_progress,
                             seed=loaded.config.seed + script.config.seed_offset,
                             extra_metadata={"lab_config_file": str(loaded.path),
                                             "lab_config": to_data(loaded.config)})
-    finally:
-        close_array(array)
     print(f"{result.status}: {result.folder}")
     for r in result.steps:
         print(f"  {r.status:11s} {r.folder.name}: {r.pulses} pulses, {r.device_reads} reads, "

@@ -20,13 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dwlab.sim.virtual_lab import VirtualLab
+    from dwlab.app.backends import start_virtual_lab
 
     loaded = load_config(args.config)
-    if loaded.config.virtual_lab is None:
-        raise ConfigError("no 'virtual_lab' section", file=str(loaded.path), key="virtual_lab")
     try:
-        lab = VirtualLab.from_config(loaded).start()
+        lab = start_virtual_lab(loaded)
     except OSError as exc:
         raise ConfigError(f"cannot listen: {exc}", file=str(loaded.path),
                           key="virtual_lab") from None
