@@ -83,3 +83,15 @@ def test_the_lab_starts_with_the_array_it_serves_and_stops_with_the_run(tmp_path
     for port in ports.values():
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_identify_serves_the_lab_its_config_starts_and_stops_it(tmp_path, capsys):
+    from dwlab.app.cli import main
+
+    path = training_lab_config(tmp_path)
+    assert main(["instruments", "identify", str(path)]) == 0
+    assert capsys.readouterr().out.count("ok   chip.") == 3
+    port = int(load_config(path).config.arrays["chip"].hardware.instruments.pulser
+               .resource.split("::")[2])
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
