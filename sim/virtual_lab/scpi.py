@@ -10,6 +10,7 @@ from dwlab.sim.virtual_lab.instrument import VirtualInstrument
 if TYPE_CHECKING:
     from dwlab.sim.virtual_lab.lab import VirtualLab
 
+
 @dataclass(frozen=True)
 class Dialect:
     """What one instrument model answers to.
