@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from dwlab.protocols import recenter as recentering
 from dwlab.protocols.clock import Clock
 from dwlab.protocols.estimate import Target
+from dwlab.protocols.recenter import RECENTER_ITERATIONS, recenter_walls
 
 from dwlab.core.device import DeviceArray
 from dwlab.core.errors import ProtocolError
@@ -77,10 +77,10 @@ class RunContext:
         self.array.apply(plan)
         self.pulses += plan.total_pulses()
 
-    def recenter(self, max_pulses: int,
-                 iterations: int = recentering.RECENTER_ITERATIONS) -> None:
-        """Bring the selected walls near mid-track (see :func:`recenter.recenter`)."""
-        recentering.recenter(self, max_pulses, iterations)
+    def recenter(self, max_pulses: int, iterations: int = RECENTER_ITERATIONS) -> None:
+        """Bring the selected walls near mid-track, spending at most ``max_pulses`` per
+        device (see :func:`~dwlab.protocols.recenter.recenter_walls`)."""
+        recenter_walls(self, max_pulses, iterations)
 
     def close(self) -> None:
         for w in self._writers.values():

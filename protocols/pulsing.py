@@ -88,7 +88,8 @@ class PulseResponse(Protocol):
     def plot(self, folder: Path, tables: Tables) -> list[Path]:
         import matplotlib.pyplot as plt
 
-        groups: dict = defaultdict(lambda: defaultdict(list))
+        groups: dict[tuple[float, float], dict[int, list[float]]] = defaultdict(
+            lambda: defaultdict(list))
         for r in tables["response"]:
             key = (float(r["amplitude_volts"]), float(r["width_seconds"]))
             step = int(r["pulse"]) + (0 if int(r["polarity"]) == PUSH else 10**6)

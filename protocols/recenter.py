@@ -24,7 +24,7 @@ def recenter_param() -> int | None:
     return param(None, min=0, help=RECENTER_HELP)
 
 
-def recenter(ctx: RunContext, max_pulses: int, iterations: int = RECENTER_ITERATIONS) -> None:
+def recenter_walls(ctx: RunContext, max_pulses: int, iterations: int = RECENTER_ITERATIONS) -> None:
     """Bring the selected walls near mid-track with nominal pulses, using the array's
     nominal step: a few corrective iterations spending at most ``max_pulses`` per device
     in total (so the estimate can bound it)."""
@@ -55,7 +55,7 @@ def default_recenter_cap(target: Target) -> int:
 
 def add_recenter(est: Estimate, target: Target, devices: int, max_pulses: int,
                  count: int = 1) -> None:
-    """Upper bound of what :func:`recenter` may do, ``count`` times."""
+    """Upper bound of what :func:`recenter_walls` may do, ``count`` times."""
     if max_pulses <= 0:
         return
     est.add_shape(target.nominal_pulse)
