@@ -1,4 +1,5 @@
-"""Protocols that pulse: pulse response, switching statistics, push-pull noise, endurance."""
+"""Single-pulse protocols over an amplitude x width grid: pulse response and switching
+statistics."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from pathlib import Path
 
 import numpy as np
 from dwlab.protocols.base import (
-    RECENTER_HELP,
     Estimate,
     Protocol,
     ProtocolParams,
     RunContext,
+    Tables,
     Target,
     add_recenter,
+    float_column,
     param,
     periodic_cap,
-    pulse_or_nominal,
+    recenter_param,
     save_figure,
 )
 
@@ -27,10 +29,6 @@ from dwlab.core.types import PULL, PUSH, PulseShape
 
 def _grid(amplitudes: list[float], widths: list[float]) -> list[PulseShape]:
     return [PulseShape(a, w) for a in amplitudes for w in widths]
-
-
-def _floats(rows: list[dict[str, str]], key: str) -> np.ndarray:
-    return np.array([float(r[key]) for r in rows])
 
 
 # ---------------------------------------------------------------------------
@@ -43,7 +41,7 @@ class PulseResponseParams(ProtocolParams):
     widths_seconds: list[float] = param([1e-8], unit="s", min=0.0, help="pulse widths")
     pulses: int = param(30, min=1, help="pulses per polarity per grid point, read after each")
     n_averages: int = param(4, min=1, help="reads averaged per conductance reading")
-    recenter_max_pulses: int | None = param(None, min=0, help=RECENTER_HELP)
+    recenter_max_pulses: int | None = recenter_param()
 
 
 class PulseResponse(Protocol):
@@ -51,6 +49,7 @@ class PulseResponse(Protocol):
     summary = ("conductance vs pulse number over an amplitude x width grid: push then pull "
                "from mid-track")
     Params = PulseResponseParams
+    params: PulseResponseParams
     tables = {"response": ("amplitude_volts", "width_seconds", "polarity", "pulse", "device",
                            "conductance_siemens")}
 
@@ -86,10 +85,11 @@ class PulseResponse(Protocol):
             {"amplitude_volts": shape.amplitude_volts, "width_seconds": shape.width_seconds,
              "polarity": polarity, "pulse": k}, conductance_siemens=g))
 
-    def plot(self, folder: Path, tables: dict) -> list[Path]:
+    def plot(self, folder: Path, tables: Tables) -> list[Path]:
         import matplotlib.pyplot as plt
 
-        groups: dict = defaultdict(lambda: defaultdict(list))
+        groups: dict[tuple[float, float], dict[int, list[float]]] = defaultdict(
+            lambda: defaultdict(list))
         for r in tables["response"]:
             key = (float(r["amplitude_volts"]), float(r["width_seconds"]))
             step = int(r["pulse"]) + (0 if int(r["polarity"]) == PUSH else 10**6)
@@ -120,7 +120,7 @@ class SwitchingParams(ProtocolParams):
     repeats: int = param(40, min=1, help="push/pull pulse pairs per grid point")
     n_averages: int = param(8, min=1, help="reads averaged before and after each pulse")
     recenter_every: int = param(10, min=1, help="re-centre the walls every N repeats")
-    recenter_max_pulses: int | None = param(None, min=0, help=RECENTER_HELP)
+    recenter_max_pulses: int | None = recenter_param()
     depinning_threshold_siemens: float | None = param(
         None, unit="S", min=0.0,
         help="a step counts as depinned above this (plots); empty means 0.3 x the median "
@@ -132,6 +132,7 @@ class SwitchingStatistics(Protocol):
     summary = ("single-pulse step distribution per amplitude, width and polarity; depinning "
                "probability vs amplitude and width")
     Params = SwitchingParams
+    params: SwitchingParams
     tables = {"steps": ("amplitude_volts", "width_seconds", "polarity", "repeat", "device",
                         "g_before_siemens", "g_after_siemens", "delta_siemens")}
 
@@ -174,14 +175,14 @@ class SwitchingStatistics(Protocol):
                 ctx.write("steps", rows)
                 yield
 
-    def plot(self, folder: Path, tables: dict) -> list[Path]:
+    def plot(self, folder: Path, tables: Tables) -> list[Path]:
         from dwlab.records.plots import plt, subplot_grid
 
         rows = tables["steps"]
         meta_threshold = self.params.depinning_threshold_siemens
-        delta = _floats(rows, "delta_siemens")
-        amp, width = _floats(rows, "amplitude_volts"), _floats(rows, "width_seconds")
-        pol = _floats(rows, "polarity")
+        delta = float_column(rows, "delta_siemens")
+        amp, width = float_column(rows, "amplitude_volts"), float_column(rows, "width_seconds")
+        pol = float_column(rows, "polarity")
         if meta_threshold is None:
             at_max = amp == amp.max()
             meta_threshold = 0.3 * float(np.median(np.abs(delta[at_max])))
@@ -211,165 +212,3 @@ class SwitchingStatistics(Protocol):
         fig.supxlabel("step (uS)")
         out.append(save_figure(fig, folder / "step_histograms.png"))
         return out
-
-
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PushPullParams(ProtocolParams):
-    budgets: list[int] = param([8, 16, 32], min=1, help="pulse budgets K = n+ + n-")
-    net_fractions: list[float] = param(
-        [-1.0, -0.5, 0.0, 0.5, 1.0], min=-1.0, max=1.0,
-        help="n+ - n- as a fraction of K (rounded to the parity of K)")
-    repeats: int = param(10, min=1, help="repeats of every (K, n+ - n-) update")
-    n_averages: int = param(8, min=1, help="reads averaged before and after each update")
-    amplitude_volts: float | None = param(None, unit="V", min=0.0,
-                                          help="pulse amplitude; empty means nominal")
-    width_seconds: float | None = param(None, unit="s", min=0.0,
-                                        help="pulse width; empty means nominal")
-    recenter_max_pulses: int | None = param(None, min=0, help=RECENTER_HELP)
-
-
-def _nets(budget: int, fractions: list[float]) -> list[int]:
-    """Distinct n+ - n- values with the parity of K, ordered +/- alternately (no drift)."""
-    nets = []
-    for f in fractions:
-        net = int(round(f * budget))
-        if (net - budget) % 2:
-            net -= 1 if net > 0 else -1
-        if net not in nets:
-            nets.append(net)
-    return sorted(nets, key=lambda v: (-abs(v), -v))
-
-
-class PushPullNoise(Protocol):
-    name = "push_pull_noise"
-    summary = ("mean update vs n+ - n- and variance vs pulse budget K: the check that the "
-               "device can carry SGLD")
-    Params = PushPullParams
-    tables = {"updates": ("budget", "net", "n_push", "n_pull", "repeat", "device",
-                          "delta_siemens")}
-
-    def estimate(self, target: Target) -> Estimate:
-        p, n = self.params, self.devices(target)
-        est = Estimate()
-        est.add_shape(pulse_or_nominal(p, target.nominal_pulse))
-        updates = sum(len(_nets(k, p.net_fractions)) for k in p.budgets) * p.repeats
-        add_recenter(est, target, n, self.recenter_cap(target), len(p.budgets) * p.repeats)
-        for k in p.budgets:
-            est.add_apply(k, n, len(_nets(k, p.net_fractions)) * p.repeats)
-        est.add_reads(n, p.n_averages, updates + len(p.budgets) * p.repeats)
-        est.steps = updates
-        return est
-
-    def run(self, ctx: RunContext) -> Iterator[None]:
-        p = self.params
-        shape = pulse_or_nominal(p, ctx.target.nominal_pulse)
-        for k in p.budgets:
-            for r in range(p.repeats):
-                ctx.recenter(self.recenter_cap(ctx.target))
-                g = ctx.read(p.n_averages)
-                for net in _nets(k, p.net_fractions):
-                    n_push, n_pull = (k + net) // 2, (k - net) // 2
-                    ctx.apply(n_push, n_pull, shape)
-                    after = ctx.read(p.n_averages)
-                    ctx.write("updates", ctx.device_rows(
-                        {"budget": k, "net": net, "n_push": n_push, "n_pull": n_pull,
-                         "repeat": r}, delta_siemens=after - g))
-                    g = after
-                    yield
-
-    def plot(self, folder: Path, tables: dict) -> list[Path]:
-        import matplotlib.pyplot as plt
-
-        rows = tables["updates"]
-        k, net = _floats(rows, "budget"), _floats(rows, "net")
-        delta = _floats(rows, "delta_siemens") * 1e6
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-        for budget in sorted(set(k)):
-            nets = sorted(set(net[k == budget]))
-            means = [delta[(k == budget) & (net == v)].mean() for v in nets]
-            a1.plot(nets, means, "o-", label=f"K = {budget:g}")
-        a1.set_xlabel("n+ - n-")
-        a1.set_ylabel("mean update (uS)")
-        a1.legend(fontsize=8)
-        budgets = sorted(set(k))
-        # Cycle-to-cycle variance: over repeats of one update on one device (device-to-device
-        # differences of the mean would otherwise grow like K^2), pooled over nets and devices.
-        device = _floats(rows, "device")
-        variances = []
-        for budget in budgets:
-            on = k == budget
-            parts = [delta[on & (net == v) & (device == d)]
-                     for v in set(net[on]) for d in set(device[on])]
-            variances.append(np.mean([np.var(part, ddof=1) for part in parts if len(part) > 1]))
-        a2.plot(budgets, variances, "o", label="measured")
-        if len(budgets) > 1:
-            slope, icpt = np.polyfit(budgets, variances, 1)
-            xs = np.linspace(0, max(budgets), 50)
-            a2.plot(xs, slope * xs + icpt, "-", label=f"linear fit, {slope:.3g} uS^2/pulse")
-        a2.set_xlabel("pulse budget K")
-        a2.set_ylabel("update variance (uS^2)")
-        a2.legend(fontsize=8)
-        fig.suptitle("Push-pull noise")
-        return [save_figure(fig, folder / "push_pull_noise.png")]
-
-
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EnduranceParams(ProtocolParams):
-    cycles: int = param(100, min=1, help="push-pull cycles")
-    pulses_per_cycle: int = param(10, min=1, help="pulses per half-cycle")
-    n_averages: int = param(1, min=1, help="reads averaged after each half-cycle")
-    amplitude_volts: float | None = param(None, unit="V", min=0.0,
-                                          help="pulse amplitude; empty means nominal")
-    width_seconds: float | None = param(None, unit="s", min=0.0,
-                                        help="pulse width; empty means nominal")
-
-
-class Endurance(Protocol):
-    name = "endurance"
-    summary = "many push-pull cycles: conductance after each half-cycle vs cycle number"
-    Params = EnduranceParams
-    tables = {"cycles": ("cycle", "device", "g_after_push_siemens", "g_after_pull_siemens")}
-
-    def estimate(self, target: Target) -> Estimate:
-        p, n = self.params, self.devices(target)
-        est = Estimate()
-        est.add_shape(pulse_or_nominal(p, target.nominal_pulse))
-        est.add_apply(p.pulses_per_cycle, n, 2 * p.cycles)
-        est.add_reads(n, p.n_averages, 2 * p.cycles)
-        est.steps = p.cycles
-        return est
-
-    def run(self, ctx: RunContext) -> Iterator[None]:
-        p = self.params
-        shape = pulse_or_nominal(p, ctx.target.nominal_pulse)
-        for c in range(p.cycles):
-            ctx.apply(p.pulses_per_cycle, 0, shape)
-            high = ctx.read(p.n_averages)
-            ctx.apply(0, p.pulses_per_cycle, shape)
-            low = ctx.read(p.n_averages)
-            ctx.write("cycles", ctx.device_rows(
-                {"cycle": c}, g_after_push_siemens=high, g_after_pull_siemens=low))
-            yield
-
-    def plot(self, folder: Path, tables: dict) -> list[Path]:
-        import matplotlib.pyplot as plt
-
-        rows = tables["cycles"]
-        cycle = _floats(rows, "cycle")
-        high, low = _floats(rows, "g_after_push_siemens"), _floats(rows, "g_after_pull_siemens")
-        cycles = sorted(set(cycle))
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(cycles, [high[cycle == c].mean() * 1e6 for c in cycles], ".-",
-                label="after push")
-        ax.plot(cycles, [low[cycle == c].mean() * 1e6 for c in cycles], ".-", label="after pull")
-        ax.set_xlabel("cycle")
-        ax.set_ylabel("mean conductance (uS)")
-        ax.set_title("Endurance")
-        ax.legend()
-        return [save_figure(fig, folder / "endurance.png")]

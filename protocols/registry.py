@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dwlab.protocols.base import Protocol
-from dwlab.protocols.pulsing import Endurance, PulseResponse, PushPullNoise, SwitchingStatistics
+from dwlab.protocols.protocol import Protocol
+from dwlab.protocols.pulsing import PulseResponse, SwitchingStatistics
+from dwlab.protocols.push_pull import Endurance, PushPullNoise
 from dwlab.protocols.static import DeviceMap, ReadNoise, Retention
 
 from dwlab.core.errors import ProtocolError

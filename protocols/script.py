@@ -23,16 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dwlab.protocols.base import (
-    Estimate,
-    Protocol,
-    RunResult,
-    Target,
-    Timing,
-    jsonable,
-    preflight,
-    run_protocol,
-)
+from dwlab.protocols.engine import RunResult, RunStatus, jsonable, run_protocol
+from dwlab.protocols.estimate import Estimate, Target, Timing, preflight
+from dwlab.protocols.protocol import Protocol
 from dwlab.protocols.registry import get_protocol
 
 from dwlab.config import from_data, read_yaml, to_data
@@ -136,7 +129,7 @@ def _expand(step: StepConfig, index: int, file: str | None) -> list[ScriptStep]:
     return out
 
 
-def script_from_data(data: Any, file: str | None = None, path: Path | None = None) -> Script:
+def script_from_data(data: object, file: str | None = None, path: Path | None = None) -> Script:
     """Validate script data; every error is one ProtocolError naming the file and key."""
     try:
         config = from_data(ScriptConfig, data, file=file)
@@ -160,13 +153,13 @@ def load_script(path: str | Path) -> Script:
 @dataclass
 class ScriptResult:
     folder: Path
-    status: str
+    status: RunStatus
     steps: list[RunResult]
 
 
 def run_script(script: Script, array: DeviceArray, runs_dir: str | Path, *,
                progress: bool = True, seed: int | None = None,
-               extra_metadata: dict[str, Any] | None = None) -> ScriptResult:
+               extra_metadata: dict[str, object] | None = None) -> ScriptResult:
     """Run every step into ``runs_dir/<time>-<name>/NN-<label>``; stop at an interruption.
 
     The whole script is checked first, so a limit breach anywhere refuses before any pulse.
@@ -183,7 +176,7 @@ def run_script(script: Script, array: DeviceArray, runs_dir: str | Path, *,
                          status="running", **jsonable(extra_metadata or {}))
     atomic_write_json(folder / "metadata.json", meta)
     results: list[RunResult] = []
-    status = "failed"
+    status: RunStatus = "failed"
     try:
         for i, step in enumerate(script.steps):
             result = run_protocol(step.protocol, array, folder / f"{i:02d}-{step.label}",
@@ -192,10 +185,8 @@ def run_script(script: Script, array: DeviceArray, runs_dir: str | Path, *,
                                                   "step": step.label})
             results.append(result)
             if result.status != "completed":
-                status = result.status
                 break
-        else:
-            status = "completed"
+        status = results[-1].status if results else "completed"  # as its last step ended
     except KeyboardInterrupt:
         status = "interrupted"
         raise

@@ -8,18 +8,21 @@ from pathlib import Path
 
 import numpy as np
 from dwlab.protocols.base import (
-    RECENTER_HELP,
     Estimate,
     Protocol,
     ProtocolParams,
     RunContext,
+    Tables,
     Target,
     add_recenter,
+    amplitude_param,
+    float_column,
     param,
     pulse_or_nominal,
+    recenter_param,
     save_figure,
+    width_param,
 )
-from dwlab.protocols.pulsing import _floats
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class ReadNoiseParams(ProtocolParams):
     reads: int = param(200, min=2, help="single reads that measure read noise")
     disturb_reads: int = param(300, min=0,
                                help="further single reads that probe read disturb (drift)")
-    recenter_max_pulses: int | None = param(None, min=0, help=RECENTER_HELP)
+    recenter_max_pulses: int | None = recenter_param()
 
 
 class ReadNoise(Protocol):
@@ -35,6 +38,7 @@ class ReadNoise(Protocol):
     summary = ("repeated single reads of an unpulsed array: read noise, then read disturb "
                "(drift of the mean over many reads)")
     Params = ReadNoiseParams
+    params: ReadNoiseParams
     tables = {"reads": ("phase", "read", "device", "conductance_siemens")}
 
     def estimate(self, target: Target) -> Estimate:
@@ -55,11 +59,11 @@ class ReadNoise(Protocol):
                                                conductance_siemens=g))
             yield
 
-    def plot(self, folder: Path, tables: dict) -> list[Path]:
+    def plot(self, folder: Path, tables: Tables) -> list[Path]:
         import matplotlib.pyplot as plt
 
         rows = tables["reads"]
-        g, device, read = (_floats(rows, k) for k in ("conductance_siemens", "device", "read"))
+        g, device, read = (float_column(rows, k) for k in ("conductance_siemens", "device", "read"))
         noise = np.array([r["phase"] == "noise" for r in rows])
         devices = sorted(set(device))
         deviation = np.empty_like(g)
@@ -89,7 +93,7 @@ class RetentionParams(ProtocolParams):
     program_pulses: int = param(20, min=-4096, max=4096,
                                 help="net nominal pulses applied from mid-track (push > 0)")
     n_averages: int = param(4, min=1, help="reads averaged per reading")
-    recenter_max_pulses: int | None = param(None, min=0, help=RECENTER_HELP)
+    recenter_max_pulses: int | None = recenter_param()
 
     def validate(self) -> None:
         super().validate()
@@ -102,6 +106,7 @@ class Retention(Protocol):
     summary = ("conductance over time after programming (simulated time on arrays offering "
                "advance_time, real waiting on hardware)")
     Params = RetentionParams
+    params: RetentionParams
     tables = {"retention": ("time_seconds", "device", "conductance_siemens")}
 
     def estimate(self, target: Target) -> Estimate:
@@ -129,11 +134,11 @@ class Retention(Protocol):
                                                    conductance_siemens=g))
             yield
 
-    def plot(self, folder: Path, tables: dict) -> list[Path]:
+    def plot(self, folder: Path, tables: Tables) -> list[Path]:
         import matplotlib.pyplot as plt
 
         rows = tables["retention"]
-        t, g, device = (_floats(rows, k) for k in ("time_seconds", "conductance_siemens",
+        t, g, device = (float_column(rows, k) for k in ("time_seconds", "conductance_siemens",
                                                     "device"))
         fig, ax = plt.subplots(figsize=(7, 4))
         for d in sorted(set(device))[:16]:
@@ -162,11 +167,9 @@ class DeviceMapParams(ProtocolParams):
                                         "movement) means the wall is at the end")
     step_pulses: int = param(20, min=1, help="nominal pulses whose mean step is mapped")
     n_averages: int = param(16, min=1, help="reads averaged per reading")
-    amplitude_volts: float | None = param(None, unit="V", min=0.0,
-                                          help="saturating pulse amplitude; empty: nominal")
-    width_seconds: float | None = param(None, unit="s", min=0.0,
-                                        help="saturating pulse width; empty: nominal")
-    recenter_max_pulses: int | None = param(None, min=0, help=RECENTER_HELP)
+    amplitude_volts: float | None = amplitude_param("saturating pulse amplitude; empty: nominal")
+    width_seconds: float | None = width_param("saturating pulse width; empty: nominal")
+    recenter_max_pulses: int | None = recenter_param()
 
 
 class DeviceMap(Protocol):
@@ -174,6 +177,7 @@ class DeviceMap(Protocol):
     summary = ("per device: conductance at both track ends (saturation confirmed) and mean "
                "step per nominal pulse of each polarity")
     Params = DeviceMapParams
+    params: DeviceMapParams
     tables = {"devices": ("device", "index", "g_max_siemens", "g_min_siemens", "saturated",
                           "step_push_siemens", "step_pull_siemens")}
 
@@ -240,7 +244,7 @@ class DeviceMap(Protocol):
         ctx.write("devices", rows)
         yield
 
-    def plot(self, folder: Path, tables: dict) -> list[Path]:
+    def plot(self, folder: Path, tables: Tables) -> list[Path]:
         import matplotlib.pyplot as plt
 
         rows = tables["devices"]
