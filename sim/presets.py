@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 MODELS = ("continuous", "multistate", "binary_dw", "binary_mtj")
 """Device physics the twin implements:
@@ -104,9 +105,10 @@ class TwinParams:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown twin parameter(s): {', '.join(sorted(unknown))}")
-        if "n_states" in changes and float(changes["n_states"]) == int(changes["n_states"]):
-            changes["n_states"] = int(changes["n_states"])
-        new = dataclasses.replace(self, **changes)
+        values: dict[str, Any] = dict(changes)  # validate() below checks them
+        if "n_states" in values and float(values["n_states"]) == int(values["n_states"]):
+            values["n_states"] = int(values["n_states"])
+        new = dataclasses.replace(self, **values)
         new.validate()
         return new
 

@@ -78,6 +78,7 @@ class ImageData:
         return int(self.train_x.shape[0])
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.mean is not None and self.std is not None  # set by __post_init__
         x = x.float() / self.scale
         mean = self.mean.to(x.device).view(1, -1, 1, 1)
         std = self.std.to(x.device).view(1, -1, 1, 1)
@@ -206,8 +207,9 @@ def load_fashion_mnist(
     folder = Path(data_dir) if data_dir is not None else FASHION_DEFAULT_DIR
     stems = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
              "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
-    paths = {key: _find_idx(folder, stem) for key, stem in stems.items()}
-    missing = [stems[k] for k, p in paths.items() if p is None]
+    found = {key: _find_idx(folder, stem) for key, stem in stems.items()}
+    paths = {key: path for key, path in found.items() if path is not None}
+    missing = [stem for key, stem in stems.items() if key not in paths]
     if missing:
         raise DatasetError(
             f"Fashion-MNIST not found: looked in {folder} for {', '.join(missing)} "
@@ -288,8 +290,9 @@ def _cifar_raw_batches(folder: Path) -> tuple[dict[str, bytes], str]:
                 found = {}
                 for member in tar.getmembers():
                     base = Path(member.name).name
-                    if member.isfile() and base in CIFAR_BATCHES:
-                        found[base] = tar.extractfile(member).read()
+                    file = tar.extractfile(member) if member.isfile() else None
+                    if file is not None and base in CIFAR_BATCHES:
+                        found[base] = file.read()
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise DatasetError(f"{archive}: corrupt archive ({exc}); {CIFAR_HOW_TO_GET}") from None
         missing = [b for b in CIFAR_BATCHES if b not in found]

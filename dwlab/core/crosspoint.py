@@ -56,7 +56,7 @@ def crossbar_paths(shape: Sequence[int], first_slot: int, write_rows: Sequence[s
     def line(k: int, row: str) -> str:
         return crosspoint(first_slot + k // MATRIX_COLUMNS, row, k % MATRIX_COLUMNS + 1)
 
-    paths = []
+    paths: list[tuple[Route, Route]] = []
     for i in range(size):
         r, c = divmod(i, cols)
         paths.append(((line(r, write_rows[0]), line(rows + c, write_rows[1])),

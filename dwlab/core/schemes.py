@@ -20,8 +20,11 @@ class Scheme(str, Enum):
     """Pulses for the gradient step only (noise grows with the gradient)."""
 
     # Print and format as the plain name ('push_pull'), as configs and run labels spell it.
-    __str__ = str.__str__
-    __format__ = str.__format__
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
     @property
     def uses_devices(self) -> bool:
