@@ -106,7 +106,8 @@ class TwinParams:
             raise ValueError(f"unknown twin parameter(s): {', '.join(sorted(unknown))}")
         if "n_states" in changes and float(changes["n_states"]) == int(changes["n_states"]):
             changes["n_states"] = int(changes["n_states"])
-        new = dataclasses.replace(self, **changes)
+        # Fields differ in type (model is a str); validate() checks the values.
+        new = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
         new.validate()
         return new
 
