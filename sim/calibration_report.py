@@ -6,17 +6,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from dwlab.sim.calibration import FITTED, UNITS, Calibration, KSResult, model_mean_step
+from dwlab.sim.calibration import (
+    FITTED,
+    UNITS,
+    Calibration,
+    ConditionKey,
+    KSResult,
+    Steps,
+    model_mean_step,
+)
 
 from dwlab.records import TableWriter, atomic_write_text
 
 
-def _label(key: tuple[float, float, int]) -> str:
+def _label(key: ConditionKey) -> str:
     return f"{key[0]:g} V, {key[1]:g} s, {'push' if key[2] > 0 else 'pull'}"
 
 
-def write_report(folder: Path, cal: Calibration, ks: list[KSResult], simulated: dict,
-                 alpha: float, passed: bool) -> list[Path]:
+def write_report(folder: Path, cal: Calibration, ks: list[KSResult],
+                 simulated: dict[ConditionKey, Steps], alpha: float, passed: bool) -> list[Path]:
     """Write tables, a markdown summary and PNG plots; returns the files written."""
     from dwlab.records.plots import plt, save_png, subplot_grid
 

@@ -39,7 +39,9 @@ DEFAULT_LIMITS = LimitsConfig().pulse_limits()
 """The limits of a twin built without a config: the config's defaults."""
 
 
-def _spread(base: float, rel: float, shape, gen, device) -> torch.Tensor:
+def _spread(
+    base: float, rel: float, shape: tuple[int, ...], gen: torch.Generator, device: torch.device
+) -> torch.Tensor:
     """Per-device values ``base * (1 + rel * N(0,1))``, kept positive."""
     noise = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
     return (base * (1.0 + rel * noise)).clamp(min=base * 0.05 if base > 0 else 0.0)

@@ -165,7 +165,7 @@ def test_calibrate_without_needed_records_is_a_clear_error(tmp_path, capsys):
 
 
 def test_fit_device_recovers_exact_noise_free_law():
-    """The per-device fit inverts the drive law of sim/physics.py exactly."""
+    """The per-device fit inverts the drive law of sim/physics/drive.py exactly."""
     a0, w0, v_th, k_push, k_pull = 1.0, 1e-8, 0.47, 3e-6, 2e-6
     amps = np.array([0.3, 0.6, 0.9, 1.2, 1.5] * 2 * 2)
     widths = np.repeat([1e-8, 3e-8], 5).tolist() * 2
