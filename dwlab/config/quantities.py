@@ -53,20 +53,20 @@ def _in_unit(unit: str):
     return parse
 
 
-def _quantity(unit: str, what: str) -> Any:
+def _quantity(unit: str) -> Any:
+    # The JSON schema says "number or string", with an example of each.
     return Annotated[
         float,
         BeforeValidator(_in_unit(unit), json_schema_input_type=float | str),
-        Field(allow_inf_nan=False,
-              description=f"{what}: a number in {unit}, or a string with a unit ('5 m{unit}')"),
+        Field(allow_inf_nan=False, examples=[0.005, f"5 m{unit}"]),
     ]
 
 
-Volts = _quantity("V", "voltage")
-Seconds = _quantity("s", "time")
-Siemens = _quantity("S", "conductance")
-Amps = _quantity("A", "current")
-Ohms = _quantity("ohm", "resistance")
+Volts = _quantity("V")
+Seconds = _quantity("s")
+Siemens = _quantity("S")
+Amps = _quantity("A")
+Ohms = _quantity("ohm")
 
 UNIT_SUFFIXES = {"_volts": Volts, "_seconds": Seconds, "_siemens": Siemens, "_amps": Amps,
                  "_ohms": Ohms}

@@ -38,8 +38,9 @@ class ControllerConfig(Schema):
     the potential ``U = N * L_batch + |theta|^2 / (2 prior_sigma^2)`` is ``eps = lr / N``.
     """
 
+    # Not strict: configs write the scheme as its value ("push_pull_pair").
     scheme: Annotated[Scheme, Field(strict=False)] = Scheme.PUSH_PULL_PAIR
-    """Written as its value (``push_pull_pair``), hence not strict."""
+    """How each mapped weight tensor is updated."""
     update_bits: Annotated[int, Interval(ge=1, le=12)] = 7
     """Pulse budget per device and step ``K = 2 ** update_bits - 1``: the resolution of one
     update (``n+ - n-`` takes ``K + 1`` values)."""
