@@ -28,7 +28,7 @@ from tqdm import tqdm
 from dwlab.app.backends import build_array
 from dwlab.app.models import ResNet18
 from dwlab.app.training import with_training_overrides
-from dwlab.config import load_config
+from dwlab.config import evolve, load_config
 from dwlab.core.device import DeviceArray
 from dwlab.sgld.controller import build_optimizer
 
@@ -100,16 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     loaded = with_training_overrides(load_config(args.config), torch_device=args.device)
-    loaded = dataclasses.replace(loaded, config=dataclasses.replace(loaded.config,
-                                                                    seed=args.seed))
-    ctrl = dataclasses.replace(loaded.config.controller, scheme="push_pull_pair",
-                               update_bits=args.bits)
+    loaded = dataclasses.replace(loaded, config=evolve(loaded.config, seed=args.seed))
+    ctrl = evolve(loaded.config.controller, scheme="push_pull_pair", update_bits=args.bits)
 
     float_model = ResNet18(in_channels=3, num_classes=10, width=args.width).to(device)
     device_model = copy.deepcopy(float_model)
     n_data = 50_000
     float_opt = build_optimizer(
-        float_model, dataclasses.replace(ctrl, scheme="float_sgd"), dataset_size=n_data
+        float_model, evolve(ctrl, scheme="float_sgd"), dataset_size=n_data
     )
 
     def factory(name: str, shape: tuple[int, ...], seed_offset: int) -> TimedTwin:

@@ -52,7 +52,7 @@ from dwlab.app.checkpoint import (
 )
 from dwlab.app.data import ImageData, batches_per_epoch, eval_batches, load_dataset, train_batches
 from dwlab.app.models import build_model, count_parameters
-from dwlab.config import ControllerConfig, LabConfig, LoadedConfig, from_data, to_data
+from dwlab.config import ControllerConfig, LabConfig, LoadedConfig, evolve, from_data, to_data
 from dwlab.core.errors import CheckpointError, DwlabError, PlanError
 from dwlab.core.schemes import Scheme
 from dwlab.records import (
@@ -92,7 +92,7 @@ class RunSpec:
     seed: int
 
     def controller(self, base: ControllerConfig) -> ControllerConfig:
-        return dataclasses.replace(base, scheme=Scheme(self.scheme), update_bits=self.update_bits)
+        return evolve(base, scheme=Scheme(self.scheme), update_bits=self.update_bits)
 
 
 # ---------------------------------------------------------------------------
@@ -226,7 +226,7 @@ class TrainingRun:
 
     def __init__(self, loaded: LoadedConfig, spec: RunSpec, folder: Path, data: ImageData,
                  progress: bool = True):
-        config = dataclasses.replace(loaded.config, seed=spec.seed)
+        config = evolve(loaded.config, seed=spec.seed)
         self.loaded = dataclasses.replace(loaded, config=config)
         self.spec = spec
         self.folder = folder

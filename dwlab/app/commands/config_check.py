@@ -1,11 +1,14 @@
-"""``dwlab config check FILE...``: validate lab config files."""
+"""``dwlab config check FILE...``: validate lab config files.
+``dwlab config schema [-o FILE]``: the JSON schema of a lab config, for editors."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from dwlab.app.backends import check_arrays
-from dwlab.config import load_config
+from dwlab.config import lab_json_schema, load_config
 from dwlab.core.errors import ConfigError
 
 
@@ -15,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     check = csub.add_parser("check", help="validate lab config files")
     check.add_argument("files", nargs="+", help="YAML lab config files")
     check.set_defaults(func=run_check)
+    schema = csub.add_parser("schema", help="print the JSON schema of a lab config")
+    schema.add_argument("-o", "--output", type=Path, help="write it to this file instead")
+    schema.set_defaults(func=run_schema)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -28,3 +34,12 @@ def run_check(args: argparse.Namespace) -> int:
         else:
             print(f"ok   {f}")
     return 1 if failed else 0
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    text = json.dumps(lab_json_schema(), indent=2) + "\n"
+    if args.output is None:
+        print(text, end="")
+    else:
+        args.output.write_text(text)
+    return 0

@@ -1,0 +1,98 @@
+"""Device arrays: pulse shape, safety limits, the simulated twin, and the array section that
+names its backend (a twin, or hardware described in :mod:`dwlab.config.hardware`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from annotated_types import Gt
+from pydantic import Field, model_validator
+
+from dwlab.config.convert import Schema
+from dwlab.config.hardware import HardwareConfig
+from dwlab.config.quantities import Finite, Seconds, Volts
+from dwlab.core.types import PulseLimits
+
+Positive = Gt(0)
+
+
+class PulseConfig(Schema):
+    amplitude_volts: Annotated[Volts, Positive]
+    width_seconds: Annotated[Seconds, Positive]
+
+
+class LimitsConfig(Schema):
+    max_amplitude_volts: Volts = 5.0
+    min_width_seconds: Seconds = 1e-9
+    max_width_seconds: Seconds = 1e-6
+    max_pulses_per_device: int = 4096
+    max_duty_cycle: Finite = 0.5
+
+    def pulse_limits(self) -> PulseLimits:
+        """These limits as the value an array checks its plans against."""
+        return PulseLimits(**self.model_dump())
+
+
+class TwinConfig(Schema):
+    """A simulated array: preset name, parameter overrides, optional calibration file."""
+
+    preset: str = "continuous_dw"
+    params: dict[str, Finite] = Field(default_factory=dict)
+    calibration: str | None = None
+    """Path (relative to the config file) of a calibration YAML written by ``dwlab calibrate``."""
+    torch_device: str = "cpu"
+
+
+class ArrayConfig(Schema):
+    """One named device array and the backend that implements it."""
+
+    backend: Literal["twin", "hardware"] = "twin"
+    shape: list[int] | None = None
+    """Fixed shape (hardware arrays); twins sized by the controller leave it empty."""
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    pulse: PulseConfig | None = None
+    """Nominal pulse shape; checked against ``limits``."""
+    twin: TwinConfig = Field(default_factory=TwinConfig)
+    hardware: HardwareConfig | None = None
+    """Instruments, wiring and read-out of a hardware array."""
+
+    @model_validator(mode="after")
+    def _pulse_within_limits(self) -> ArrayConfig:
+        if self.pulse is not None:
+            if self.pulse.amplitude_volts > self.limits.max_amplitude_volts:
+                raise ValueError(
+                    f"pulse.amplitude_volts {self.pulse.amplitude_volts:g} V exceeds "
+                    f"limits.max_amplitude_volts {self.limits.max_amplitude_volts:g} V"
+                )
+            lo, hi = self.limits.min_width_seconds, self.limits.max_width_seconds
+            if not lo <= self.pulse.width_seconds <= hi:
+                raise ValueError(
+                    f"pulse.width_seconds {self.pulse.width_seconds:g} s outside limits "
+                    f"[{lo:g}, {hi:g}] s"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _hardware_complete(self) -> ArrayConfig:
+        if self.backend != "hardware":
+            return self
+        if self.hardware is None:
+            raise ValueError("backend 'hardware' needs a 'hardware' section")
+        if not self.shape:
+            raise ValueError("backend 'hardware' needs a fixed 'shape'")
+        if any(s < 1 for s in self.shape):
+            raise ValueError("shape entries must be positive")
+        try:
+            self.hardware.wiring.paths(tuple(self.shape))
+        except ValueError as exc:
+            raise ValueError(f"hardware.wiring: {exc}") from None
+        period = self.hardware.pulse_period_seconds
+        if self.pulse is not None and self.pulse.width_seconds / period > (
+            self.limits.max_duty_cycle
+        ):
+            raise ValueError(
+                f"pulse width {self.pulse.width_seconds:g} s over hardware."
+                f"pulse_period_seconds {period:g} s exceeds limits.max_duty_cycle "
+                f"{self.limits.max_duty_cycle:g}"
+            )
+        return self

@@ -1,0 +1,62 @@
+"""The whole lab config: named arrays, controller, mapping, training and virtual lab."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from dwlab.config.arrays import ArrayConfig
+from dwlab.config.convert import Schema
+from dwlab.config.training import ControllerConfig, MappingRule, TrainingConfig
+from dwlab.config.virtual_lab import VirtualLabConfig, socket_port
+from dwlab.core.instruments import ROLES
+
+
+class LabConfig(Schema):
+    name: str = "unnamed"
+    seed: int = 0
+    arrays: dict[str, ArrayConfig] = Field(default_factory=lambda: {"main": ArrayConfig()})
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    mapping: list[MappingRule] = Field(default_factory=list)
+    """First matching rule wins; unmatched mapped parameters go to the array 'main'."""
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    virtual_lab: VirtualLabConfig | None = None
+    """The virtual lab: SCPI servers on 127.0.0.1 backed by one twin."""
+
+    @model_validator(mode="after")
+    def _arrays_named_exist(self) -> LabConfig:
+        for i, rule in enumerate(self.mapping):
+            if rule.array not in self.arrays:
+                raise ValueError(
+                    f"mapping[{i}].array names '{rule.array}', not one of "
+                    f"{', '.join(sorted(self.arrays))}"
+                )
+        if "main" not in self.arrays:
+            raise ValueError("arrays must contain 'main' (the default array)")
+        return self
+
+    @model_validator(mode="after")
+    def _virtual_lab_serves_hardware(self) -> LabConfig:
+        if self.virtual_lab is None:
+            return self
+        served = self.arrays.get(self.virtual_lab.array)
+        if served is None or served.backend != "hardware" or served.hardware is None:
+            raise ValueError(
+                f"virtual_lab.array '{self.virtual_lab.array}' must name a hardware array"
+            )
+        for role in ROLES:
+            resource = getattr(served.hardware.instruments, role).resource
+            if socket_port(resource) is None:
+                raise ValueError(
+                    f"virtual_lab serves arrays.{self.virtual_lab.array}: its {role} "
+                    f"resource '{resource}' must be TCPIP::127.0.0.1::PORT::SOCKET"
+                )
+        return self
+
+
+def lab_json_schema() -> dict[str, Any]:
+    """JSON schema of a lab config file, for editors (quantities: number or string)."""
+    schema = LabConfig.model_json_schema()
+    schema["title"] = "dwlab lab config"
+    return schema

@@ -1,0 +1,141 @@
+"""Training: the step-size schedule, the SGLD controller, parameter-to-array mapping and
+the training host."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from annotated_types import Ge, Gt, Interval
+from pydantic import Field, field_validator, model_validator
+
+from dwlab.config.convert import Schema
+from dwlab.config.quantities import Finite
+from dwlab.core.schemes import Scheme
+
+AtLeastOne = Annotated[int, Ge(1)]
+
+
+class ScheduleConfig(Schema):
+    """Step-size schedule (``dwlab.sgld.learning_rate_at``), with ``t`` the step count.
+
+    constant:   ``lr_t = lr``
+    polynomial: ``lr_t = lr * (1 + t / decay_steps) ** -gamma``, i.e. ``a (b + t) ** -gamma``
+                with ``b = decay_steps`` and ``a = lr * b ** gamma``
+    cyclic:     ``lr_t = lr / 2 * (1 + cos(pi * (t mod cycle_steps) / cycle_steps))``
+                (cyclical SG-MCMC: explore at the cycle start, sample as it ends)
+    """
+
+    kind: Literal["constant", "polynomial", "cyclic"] = "constant"
+    gamma: Annotated[Finite, Ge(0)] = 0.55
+    decay_steps: Annotated[Finite, Gt(0)] = 1000.0
+    cycle_steps: AtLeastOne = 1000
+
+
+class ControllerConfig(Schema):
+    """The SGLD controller (``dwlab.sgld.controller``); see its module docstring for the maths.
+
+    ``lr`` is the step size on the *mean* minibatch loss, like SGD's: the SGLD step size on
+    the potential ``U = N * L_batch + |theta|^2 / (2 prior_sigma^2)`` is ``eps = lr / N``.
+    """
+
+    # Not strict: configs write the scheme as its value ("push_pull_pair").
+    scheme: Annotated[Scheme, Field(strict=False)] = Scheme.PUSH_PULL_PAIR
+    """How each mapped weight tensor is updated."""
+    update_bits: Annotated[int, Interval(ge=1, le=12)] = 7
+    """Pulse budget per device and step ``K = 2 ** update_bits - 1``: the resolution of one
+    update (``n+ - n-`` takes ``K + 1`` values)."""
+    update_range: Finite | None = None
+    """The largest update (all ``K`` pulses of one polarity) as a fraction of the weight
+    window, i.e. of the conductance range of one device. The controller scales the pulse
+    width from the array's nominal pulse so that ``K`` pulses span this range at every
+    ``update_bits``: more bits refine the same range, and the device noise per step stays
+    the same (every config in lab_configs/ sets it; small ranges need short pulses, so the
+    array's ``limits.min_width_seconds`` must allow them). Empty: every pulse is the
+    nominal one, so the range and the noise grow with the bits (kept for arrays whose step
+    is not linear in the pulse width)."""
+    lr: Annotated[Finite, Gt(0)] = 0.05
+    temperature: Annotated[Finite, Ge(0)] = 1e-4
+    """SGLD temperature of the digital parameters, and of the device weights when
+    ``weight_scale`` is 'temperature'."""
+    prior_sigma: Annotated[Finite, Gt(0)] = 1.0
+    dataset_size: AtLeastOne | None = None
+    """N in the SGLD potential; empty means the training set size."""
+    weight_scale: Literal["range", "temperature"] = "range"
+    """How the weight per siemens (alpha) of each mapped tensor is chosen. 'range' (default):
+    from the initial weights and ``weight_range`` so the weights fit the conductance window;
+    the device noise then implies the temperature, which is reported. 'temperature': alpha
+    is set so that the device noise realises ``temperature`` exactly at the initial step
+    size (the window then follows)."""
+    weight_range: Annotated[Finite, Gt(0)] = 3.0
+    """Weights are mapped so that ``weight_range`` standard deviations of the initial layer
+    weights span half the conductance range (of one device, or of a pair's difference)."""
+    recentre_margin: Annotated[Finite, Interval(ge=0, lt=0.5)] = 0.1
+    """A differential pair with a device closer than this fraction of the conductance range
+    to a track end is re-centred (both devices moved by the same common-mode count)."""
+    program_iterations: AtLeastOne = 6
+    """Apply/read rounds of the program-and-verify loop that writes the initial weights."""
+    read_averages: AtLeastOne = 1
+    """Reads averaged for every read-back of the device weights."""
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    @model_validator(mode="after")
+    def _update_range_is_a_fraction(self) -> ControllerConfig:
+        # Reported against the controller section (its key since the first release).
+        if self.update_range is not None and not 0 < self.update_range <= 1:
+            raise ValueError("update_range must lie in (0, 1] (a fraction of the window)")
+        return self
+
+
+class MappingRule(Schema):
+    """Parameters whose name matches ``match`` (fnmatch pattern) go to ``array``."""
+
+    match: str
+    array: str
+
+
+class TrainingConfig(Schema):
+    """The training host (``dwlab train``, ``dwlab sweep``). Paths are relative to the
+    config file."""
+
+    dataset: Literal["digits", "fashion_mnist", "cifar10"] = "digits"
+    data_dir: str | None = None
+    """Folder with the dataset files; empty means the default (Fashion-MNIST: the Debian
+    package's folder)."""
+    model: Literal["resnet18", "fc5", "mlp", "stochastic_binary"] = "mlp"
+    width: AtLeastOne = 64
+    """ResNet18 base width, or hidden units of the flat networks."""
+    epochs: AtLeastOne = 5
+    batch_size: AtLeastOne = 64
+    eval_batch_size: AtLeastOne = 512
+    augment: bool | None = None
+    """Random crop and flip; empty means the dataset's default (on for CIFAR-10 only)."""
+    compare_float: bool = True
+    """Also train with float SGD (same seed and epochs) and report both."""
+    burn_in_epochs: Annotated[Finite, Ge(0)] = 1.0
+    thinning_steps: AtLeastOne = 50
+    max_samples: AtLeastOne = 10
+    """Posterior samples kept (the most recent); prediction averages over them."""
+    store_device_states: bool = True
+    """Keep each sample's device snapshots (the states on the arrays), not only weights."""
+    bma_every_epoch: bool = True
+    """Also evaluate the sample average after every epoch (one test pass per sample)."""
+    checkpoint_every_steps: AtLeastOne = 200
+    log_every_steps: AtLeastOne = 1
+    ece_bins: AtLeastOne = 15
+    limit_train: AtLeastOne | None = None
+    limit_test: AtLeastOne | None = None
+    runs_dir: str = "runs"
+    torch_device: str = "cpu"
+    """Where the model runs: cpu, cuda, cuda:1, ..."""
+    bf16: bool = False
+    """bf16 autocast for the forward pass (CPU with AMX/AVX512-BF16, or CUDA): about 1.8x
+    as fast; gradients, weights and the device updates stay float32."""
+    channels_last: bool = False
+    """channels_last memory format for conv nets (helps on CUDA, not on CPU)."""
+
+    @field_validator("torch_device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not (device == "cpu" or device.startswith("cuda")):
+            raise ValueError(f"torch_device must be 'cpu' or 'cuda[:N]', got {device!r}")
+        return device
