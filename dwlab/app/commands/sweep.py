@@ -10,19 +10,23 @@ float SGD) and ``accuracy_vs_bits.png`` into the run folder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 from pathlib import Path
-from typing import Any
 
-from dwlab.app.commands.train import add_training_overrides, controller_overrides, overrides
 from dwlab.app.training import (
+    FailedRun,
+    RunFolder,
+    RunOutcome,
+    RunResult,
     RunSpec,
+    add_training_options,
+    config_with_overrides,
     open_run_folder,
-    run_folder,
     start_run_folder,
-    with_training_overrides,
+    train_run_folder,
 )
-from dwlab.config import LoadedConfig, load_config
+from dwlab.config import LoadedConfig
 from dwlab.core.schemes import Scheme
 from dwlab.records import TableWriter, atomic_write_text, new_run_dir, plots
 
@@ -48,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="device scheme (default: the config's controller.scheme)")
     p.add_argument("--no-float-sgld", action="store_true",
                    help="leave out the float SGLD reference")
-    add_training_overrides(p)
+    add_training_options(p)
     p.set_defaults(func=run_sweep)
 
 
@@ -77,61 +81,60 @@ def sweep_specs(scheme: str, bits: list[int], seeds: list[int],
     return specs
 
 
-def start_sweep(loaded: LoadedConfig, specs: list[RunSpec], run_dir: Path | None) -> Path:
+def start_sweep(loaded: LoadedConfig, specs: list[RunSpec], run_dir: Path | None
+                ) -> RunFolder:
     folder = run_dir or new_run_dir(loaded.config.training.runs_dir, f"sweep-{loaded.config.name}")
-    start_run_folder(loaded, folder, "sweep", specs)
-    return folder
+    return start_run_folder(loaded, folder, "sweep", specs)
 
 
 def run_sweep(args: argparse.Namespace) -> int:
     if args.resume is not None:
-        folder = args.resume
+        run = open_run_folder(args.resume)
     else:
-        loaded = with_training_overrides(load_config(args.config),
-                                         controller=controller_overrides(args), **overrides(args))
+        loaded = config_with_overrides(args.config, args)
         scheme = args.scheme or loaded.config.controller.scheme
         specs = sweep_specs(scheme, args.bits, args.seeds, not args.no_float_sgld)
-        folder = start_sweep(loaded, specs, args.run_dir)
-    print(f"dwlab sweep: records in {folder}")
-    results = run_folder(folder, progress=not args.no_progress, keep_going=True)
-    print(summarise(folder, results))
+        run = start_sweep(loaded, specs, args.run_dir)
+    print(f"dwlab sweep: records in {run.path}")
+    results = train_run_folder(run, progress=not args.no_progress, keep_going=True)
+    print(summarise(run, results))
     return 0
 
 
-def _method(r: dict[str, Any]) -> tuple[str, int | None]:
+def _method(r: RunResult) -> tuple[str, int | None]:
     """Group key: float references ignore bits; device runs are grouped by bits."""
-    return (r["scheme"], None) if r["scheme"].startswith("float") else (r["scheme"],
-                                                                         r["update_bits"])
+    return (r.scheme, None) if r.scheme.startswith("float") else (r.scheme, r.update_bits)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarise(folder: Path, results: list[dict[str, Any]]) -> str:
+def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
     """Write sweep.csv, sweep.md and accuracy_vs_bits.png; return the markdown table.
 
     Failed runs (diverged, refused plans) are listed under the table, not averaged.
     """
-    loaded, _, meta = open_run_folder(folder)
-    failed = [r for r in results if "failed" in r]
-    results = [r for r in results if "failed" not in r]
+    folder = run.path
+    failed = [r for r in outcomes if isinstance(r, FailedRun)]
+    results = [r for r in outcomes if isinstance(r, RunResult)]
     csv_path = folder / "sweep.csv"
     csv_path.unlink(missing_ok=True)  # derived from result.json files; rewritten whole
     with TableWriter(csv_path, RESULT_COLUMNS) as table:
         for r in results:
-            table.append({**{k: r[k] for k in RESULT_COLUMNS if k in r},
-                          "final_weights_accuracy": r["final_weights"]["accuracy"]})
-    groups: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+            table.append({**{k: v for k, v in dataclasses.asdict(r).items()
+                             if k in RESULT_COLUMNS},
+                          "final_weights_accuracy": r.final_weights["accuracy"]})
+    groups: dict[tuple[str, int | None], list[RunResult]] = {}
     for r in results:
         groups.setdefault(_method(r), []).append(r)
     float_sgd = groups.get(("float_sgd", None))
-    reference = _mean_std([r["accuracy"] for r in float_sgd])[0] if float_sgd else None
-    t, c = loaded.config.training, loaded.config.controller
+    reference = _mean_std([r.accuracy for r in float_sgd])[0] if float_sgd else None
+    t, c = run.loaded.config.training, run.loaded.config.controller
     update_range = "nominal pulse" if c.update_range is None else f"{c.update_range:g}"
     lines = [
         f"Test accuracy, {t.model} (width {t.width}) on {t.dataset}, {t.epochs} epochs, "
-        f"seeds {sorted({r['seed'] for r in results})}; lr {c.lr:g}, update range "
+        f"seeds {sorted({r.seed for r in results})}; lr {c.lr:g}, update range "
         f"{update_range}, weight range {c.weight_range:g}. Rows with samples > 0: Bayesian "
         "model average over that many posterior samples; otherwise the final weights. "
         "T_eff: mean effective temperature the device noise realised.",
@@ -143,19 +146,19 @@ def summarise(folder: Path, results: list[dict[str, Any]]) -> str:
     for (scheme, bits), rs in sorted(groups.items(),
                                      key=lambda kv: (kv[0][1] is not None, kv[0][1] or 0,
                                                      kv[0][0])):
-        acc, acc_sd = _mean_std([r["accuracy"] for r in rs])
-        nll = statistics.fmean(r["nll"] for r in rs)
-        ece = statistics.fmean(r["ece"] for r in rs)
+        acc, acc_sd = _mean_std([r.accuracy for r in rs])
+        nll = statistics.fmean(r.nll for r in rs)
+        ece = statistics.fmean(r.ece for r in rs)
         gap = f"{100 * (acc - reference):+.2f}" if reference is not None else "-"
-        pulses = (f"{statistics.fmean(r['pulses_per_weight'] for r in rs):.0f}"
-                  if rs[0]["device_backed"] else "-")
-        t_eff = (f"{statistics.fmean(r['effective_temperature_mean'] for r in rs):.3g}"
-                 if rs[0]["device_backed"] and "effective_temperature_mean" in rs[0] else "-")
-        samples = statistics.fmean(r["samples"] for r in rs)
+        pulses = (f"{statistics.fmean(r.pulses_per_weight for r in rs):.0f}"
+                  if rs[0].device_backed else "-")
+        t_eff = (f"{statistics.fmean(r.effective_temperature_mean for r in rs):.3g}"
+                 if rs[0].device_backed else "-")
+        samples = statistics.fmean(r.samples for r in rs)
         lines.append(f"| {scheme} | {bits if bits is not None else '-'} | "
                      f"{100 * acc:.2f} ± {100 * acc_sd:.2f} | {gap} | {nll:.4f} | {ece:.4f} | "
                      f"{pulses} | {t_eff} | {samples:g} | {len(rs)} |")
-    lines += [f"- failed: {r['label']}: {r['failed']}" for r in failed]
+    lines += [f"- failed: {r.label}: {r.failed}" for r in failed]
     table_md = "\n".join(lines) + "\n"
     atomic_write_text(folder / "sweep.md", table_md)
     device = sorted((k, v) for k, v in groups.items() if k[1] is not None)
@@ -164,8 +167,8 @@ def summarise(folder: Path, results: list[dict[str, Any]]) -> str:
         for name in ("float_sgd", "float_sgld"):
             if (name, None) in groups:
                 refs[name.replace("_", " ")] = _mean_std(
-                    [r["accuracy"] for r in groups[(name, None)]])[0]
-        stats = [_mean_std([r["accuracy"] for r in rs]) for _, rs in device]
+                    [r.accuracy for r in groups[(name, None)]])[0]
+        stats = [_mean_std([r.accuracy for r in rs]) for _, rs in device]
         plots.accuracy_vs_bits([k[1] for k, _ in device], [s[0] for s in stats],
                                [s[1] for s in stats], refs, folder / "accuracy_vs_bits.png",
                                title=f"{t.model} on {t.dataset}")

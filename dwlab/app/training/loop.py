@@ -1,0 +1,272 @@
+"""One training run: the loop shared by every optimiser and mapping, with its per-step and
+per-epoch records, posterior samples and checkpoints (see :mod:`dwlab.app.training.runs`
+for the files)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from dwlab.app.backends import open_backends
+from dwlab.app.data import ImageData, batches_per_epoch, train_batches
+from dwlab.app.models import build_model, count_parameters
+from dwlab.app.training.arrays import build_training_optimizer, device_conductances
+from dwlab.app.training.checkpoint import (
+    capture_rng_states,
+    load_checkpoint,
+    restore_rng_states,
+    save_checkpoint,
+)
+from dwlab.app.training.metrics import autocast, classification_metrics, predict_probs
+from dwlab.app.training.posterior import PosteriorStore
+from dwlab.app.training.results import RunOutcome, RunResult, read_result, write_result
+from dwlab.app.training.spec import RunSpec
+from dwlab.config import LoadedConfig, evolve
+from dwlab.core.errors import CheckpointError, DwlabError
+from dwlab.records import EventLog, TableWriter, plots
+from dwlab.sgld.controller import SGLDController
+
+CHECKPOINT_FORMAT = 1
+DEVICE_STAT_KEYS = ("pulses_sent", "devices_clipped", "saturated_devices", "recentred_pairs",
+                    "step_size", "effective_temperature")
+STEP_COLUMNS = ["attempt", "step", "epoch", "batch", "loss", "batch_accuracy", "seconds",
+                *DEVICE_STAT_KEYS]
+EPOCH_COLUMNS = ["attempt", "epoch", "step", "test_accuracy", "test_nll", "test_ece",
+                 "test_entropy", "bma_accuracy", "bma_nll", "bma_ece", "bma_entropy",
+                 "samples", "pulses_total", "seconds"]
+
+
+class TrainingDiverged(DwlabError, ArithmeticError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint. ``attempt`` counts resumes."""
+
+    step: int = 0
+    attempt: int = 0
+    pulses_total: int = 0
+    seconds: float = 0.0
+    temperature_sum: float = 0.0
+
+
+class TrainingRun:
+    """Train one model with one scheme and seed, writing records into ``folder``."""
+
+    def __init__(self, loaded: LoadedConfig, spec: RunSpec, folder: Path, data: ImageData,
+                 progress: bool = True):
+        config = evolve(loaded.config, seed=spec.seed)
+        self.loaded = dataclasses.replace(loaded, config=config)
+        self.spec = spec
+        self.folder = folder
+        self.data = data
+        self.progress = progress
+        self.tcfg = loaded.config.training
+        self.device = torch.device(self.tcfg.torch_device)
+        self.controller_cfg = spec.controller(loaded.config.controller)
+        self.uses_samples = spec.scheme != "float_sgd"
+        self.checkpoint_path = folder / "checkpoint.pt"
+        # (step, test probabilities) of the last evaluation, reused at the end of the run
+        self._last_eval: tuple[int, torch.Tensor] | None = None
+
+    # -- hooks (tests replace these in a subprocess to kill a run at a chosen step)
+    def after_step(self, step: int) -> None:
+        """Called after every training step has been recorded."""
+
+    def run(self) -> RunOutcome:
+        """Train to the end (or continue from the checkpoint); returns the final metrics."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        done = read_result(self.folder)
+        if done is not None:
+            return done
+        seed = self.spec.seed
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        model = build_model(self.tcfg.model, self.data.in_channels, self.data.num_classes,
+                            self.tcfg.width, self.data.image_size).to(self.device)
+        if self.tcfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        dataset_size = self.controller_cfg.dataset_size or self.data.train_size
+        # The run owns what it opens: whatever ends it, its arrays are closed once and its
+        # virtual lab stopped, and what they report (pulses applied, also before an
+        # abort) lands in its folder.
+        device_events = EventLog(self.folder / "device_events.jsonl")
+        try:
+            with open_backends(self.loaded, device_events) as backends:
+                opt = build_training_optimizer(model, self.loaded, self.controller_cfg,
+                                               dataset_size, seed, backends)
+                return self._train(model, opt)
+        finally:
+            device_events.close()
+
+    def _resume(self, model: nn.Module, opt: SGLDController, store: PosteriorStore
+                ) -> Progress:
+        """Load the last checkpoint into ``model``, ``opt`` and ``store`` (a new attempt),
+        or start from scratch when there is none."""
+        if not self.checkpoint_path.exists():
+            return Progress()
+        ckpt = load_checkpoint(self.checkpoint_path)
+        if ckpt["spec"] != dataclasses.asdict(self.spec):
+            raise CheckpointError(
+                f"{self.checkpoint_path}: written for {ckpt['spec']}, not {self.spec}")
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{self.checkpoint_path}: model does not match ({exc})"
+                                  ) from None
+        opt.load_state_dict(ckpt["optimizer"])
+        store.load_state_dict(ckpt["samples"])
+        progress = Progress(**ckpt["state"])
+        progress.attempt += 1
+        restore_rng_states(ckpt["rng"])
+        return progress
+
+    def _checkpoint(self, model: nn.Module, opt: SGLDController, store: PosteriorStore,
+                    progress: Progress) -> None:
+        save_checkpoint(self.checkpoint_path, {
+            "format": CHECKPOINT_FORMAT, "spec": dataclasses.asdict(self.spec),
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "samples": store.state_dict(), "state": dataclasses.asdict(progress),
+            "rng": capture_rng_states(),
+        })
+
+    def _train(self, model: nn.Module, opt: SGLDController) -> RunResult:
+        tcfg = self.tcfg
+        per_epoch = batches_per_epoch(self.data, tcfg.batch_size)
+        total_steps = per_epoch * tcfg.epochs
+        burn_in_steps = math.ceil(tcfg.burn_in_epochs * per_epoch)
+        store = PosteriorStore(tcfg.max_samples)
+        state = self._resume(model, opt, store)
+
+        def checkpoint() -> None:
+            self._checkpoint(model, opt, store, state)
+
+        def predict() -> torch.Tensor:
+            return predict_probs(model, self.data, tcfg.eval_batch_size, self.device,
+                                 tcfg.bf16, tcfg.channels_last)
+
+        steps_log = TableWriter(self.folder / "steps.csv", STEP_COLUMNS)
+        epochs_log = TableWriter(self.folder / "epochs.csv", EPOCH_COLUMNS)
+        bar = tqdm(total=total_steps, initial=state.step, desc=self.spec.label,
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        model.train()
+        try:
+            while state.step < total_steps:
+                epoch, start_batch = divmod(state.step, per_epoch)
+                started = time.perf_counter()
+                for b, x, y in train_batches(self.data, tcfg.batch_size, self.spec.seed,
+                                             epoch, start_batch, self.device):
+                    if tcfg.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with autocast(self.device, tcfg.bf16):
+                        logits = model(x)
+                        loss = F.cross_entropy(logits.float(), y)
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"{self.spec.label}: the training loss became {loss.item()} at "
+                            f"step {state.step + 1}; lower controller.lr")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    stats = opt.last_stats
+                    state.step += 1
+                    state.pulses_total += int(stats["pulses_sent"])
+                    state.temperature_sum += float(stats["effective_temperature"])
+                    step = state.step
+                    if step % tcfg.log_every_steps == 0 or step == total_steps:
+                        steps_log.append({
+                            "attempt": state.attempt, "step": step, "epoch": epoch,
+                            "batch": b, "loss": f"{loss.item():.6g}",
+                            "batch_accuracy": f"{(logits.argmax(1) == y).float().mean():.4f}",
+                            "seconds": f"{state.seconds + time.perf_counter() - started:.3f}",
+                            **{k: stats[k] for k in DEVICE_STAT_KEYS if k in stats},
+                        })
+                    if (self.uses_samples and step > burn_in_steps
+                            and (step - burn_in_steps) % tcfg.thinning_steps == 0):
+                        store.add(step, model, opt.device_snapshots()
+                                  if tcfg.store_device_states else None)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.3f}", samples=len(store))
+                    if b + 1 == per_epoch:
+                        break  # end of epoch: evaluate, then checkpoint
+                    if step % tcfg.checkpoint_every_steps == 0:
+                        state.seconds += time.perf_counter() - started
+                        started = time.perf_counter()
+                        checkpoint()
+                    self.after_step(step)
+                state.seconds += time.perf_counter() - started
+                row = self._evaluate_epoch(model, store, predict, state.step)
+                epochs_log.append({"attempt": state.attempt, "epoch": epoch + 1,
+                                   "step": state.step, "pulses_total": state.pulses_total,
+                                   "seconds": f"{state.seconds:.3f}", **row})
+                bar.set_postfix(acc=f"{row['test_accuracy']:.4f}", samples=len(store))
+                checkpoint()
+                self.after_step(state.step)
+        finally:
+            bar.close()
+            steps_log.close()
+            epochs_log.close()
+        return self._finish(model, opt, store, predict, state)
+
+    def _evaluate_epoch(self, model: nn.Module, store: PosteriorStore,
+                        predict: Callable[[], torch.Tensor], step: int) -> dict[str, Any]:
+        bins = self.tcfg.ece_bins
+        probs = predict()
+        self._last_eval = (step, probs)
+        row = {f"test_{k}": v for k, v in
+               classification_metrics(probs, self.data.test_y, bins).items()}
+        bma = store.average_probs(model, predict) if self.tcfg.bma_every_epoch else None
+        if bma is not None:
+            row.update({f"bma_{k}": v for k, v in
+                        classification_metrics(bma, self.data.test_y, bins).items()})
+        row["samples"] = len(store)
+        return row
+
+    def _finish(self, model: nn.Module, opt: SGLDController, store: PosteriorStore,
+                predict: Callable[[], torch.Tensor], state: Progress) -> RunResult:
+        bins = self.tcfg.ece_bins
+        if self._last_eval is not None and self._last_eval[0] == state.step:
+            probs = self._last_eval[1]
+        else:
+            probs = predict()
+        last = classification_metrics(probs, self.data.test_y, bins)
+        bma_probs = store.average_probs(model, predict)
+        bma = (classification_metrics(bma_probs, self.data.test_y, bins)
+               if bma_probs is not None else None)
+        headline = bma if bma is not None else last
+        weights = sum(dw.n_weights for dw in opt.weights)
+        result = RunResult(
+            label=self.spec.label, scheme=self.spec.scheme,
+            update_bits=self.spec.update_bits, seed=self.spec.seed,
+            accuracy=headline["accuracy"], nll=headline["nll"], ece=headline["ece"],
+            entropy=headline["entropy"], prediction="bma" if bma else "final_weights",
+            final_weights=last, bma=bma, samples=len(store),
+            steps=state.step, train_seconds=state.seconds,
+            pulses_total=state.pulses_total, mapped_weights=weights,
+            effective_temperature_mean=state.temperature_sum / max(1, state.step),
+            pulses_per_weight=state.pulses_total / weights if weights else 0.0,
+            device_backed=bool(opt.weights), resumed_attempts=state.attempt,
+            model_parameters=count_parameters(model),
+        )
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                   self.folder / "model_final.pt")
+        if opt.weights:
+            readings = {name: g.tolist() for name, g in device_conductances(opt).items()}
+            plots.conductance_histograms(readings, self.folder / "conductance.png",
+                                         title=self.spec.label)
+        write_result(self.folder, result)
+        return result

@@ -1,0 +1,68 @@
+"""Command-line overrides of a lab config's training (and controller) settings, applied and
+validated like a config file; shared by ``dwlab train``, ``dwlab sweep`` and the
+precision benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from dwlab.config import LabConfig, LoadedConfig, from_data, load_config, to_data
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The options that override the config's training part, where records go, and the
+    progress bar."""
+    p.add_argument("--epochs", type=int, help="override training.epochs")
+    p.add_argument("--width", type=int, help="override training.width")
+    p.add_argument("--limit-train", type=int, help="use only the first N training images")
+    p.add_argument("--limit-test", type=int, help="use only the first N test images")
+    p.add_argument("--data-dir", help="override training.data_dir")
+    p.add_argument("--device", help="torch device for the model and the twins: cpu, cuda")
+    p.add_argument("--update-range", type=float,
+                   help="override controller.update_range (largest update, as a fraction "
+                        "of the conductance window)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast of the forward pass")
+    p.add_argument("--run-dir", type=Path,
+                   help="write records here (default: a new folder under training.runs_dir)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_with_overrides(path: Path, args: argparse.Namespace, **training: Any
+                          ) -> LoadedConfig:
+    """The config at ``path`` with the options of :func:`add_training_options` applied,
+    then ``training``: further ``training`` fields from callers with more options (None
+    values are ignored)."""
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    changes = {"epochs": args.epochs, "width": args.width, "limit_train": args.limit_train,
+               "limit_test": args.limit_test, "data_dir": data_dir,
+               "torch_device": args.device, "bf16": args.bf16 or None,
+               **{k: v for k, v in training.items() if v is not None}}
+    return with_training_overrides(load_config(path),
+                                   controller={"update_range": args.update_range}, **changes)
+
+
+def with_training_overrides(loaded: LoadedConfig, controller: dict[str, Any] | None = None,
+                            **changes: Any) -> LoadedConfig:
+    """``loaded`` with some ``training`` fields (and ``controller`` fields) replaced (None
+    values are ignored) and the result validated like a config file.
+
+    ``torch_device`` also moves every twin array there: the model and its devices'
+    state belong on the same torch device.
+    """
+    changes = {k: v for k, v in changes.items() if v is not None}
+    controller = {k: v for k, v in (controller or {}).items() if v is not None}
+    if not changes and not controller:
+        return loaded
+    data = to_data(loaded.config)
+    data["training"].update(changes)
+    data["controller"].update(controller)
+    if "torch_device" in changes:
+        for array in data["arrays"].values():
+            if array["backend"] == "twin":
+                array["twin"]["torch_device"] = changes["torch_device"]
+    config = from_data(LabConfig, data, file=f"{loaded.path} (with command-line overrides)")
+    return dataclasses.replace(loaded, config=config)
