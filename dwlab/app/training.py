@@ -65,14 +65,12 @@ from dwlab.records import (
     plots,
     read_table,
 )
-from dwlab.sgld.controller import SGLDController, build_optimizer
+from dwlab.sgld.controller import SGLDController, StepStats, build_optimizer
 
 CHECKPOINT_FORMAT = 1
 FLOAT_SCHEMES = tuple(s.value for s in Scheme if not s.uses_devices)
-DEVICE_STAT_KEYS = ("pulses_sent", "devices_clipped", "saturated_devices", "recentred_pairs",
-                    "step_size", "effective_temperature")
 STEP_COLUMNS = ["attempt", "step", "epoch", "batch", "loss", "batch_accuracy", "seconds",
-                *DEVICE_STAT_KEYS]
+                *StepStats.LOGGED]
 EPOCH_COLUMNS = ["attempt", "epoch", "step", "test_accuracy", "test_nll", "test_ece",
                  "test_entropy", "bma_accuracy", "bma_nll", "bma_ece", "bma_entropy",
                  "samples", "pulses_total", "seconds"]
@@ -367,8 +365,8 @@ class TrainingRun:
                     opt.step()
                     stats = opt.last_stats
                     state["step"] += 1
-                    state["pulses_total"] += int(stats["pulses_sent"])
-                    state["temperature_sum"] += float(stats["effective_temperature"])
+                    state["pulses_total"] += stats.pulses_sent
+                    state["temperature_sum"] += stats.effective_temperature
                     step = state["step"]
                     if step % tcfg.log_every_steps == 0 or step == total_steps:
                         steps_log.append({
@@ -376,7 +374,7 @@ class TrainingRun:
                             "batch": b, "loss": f"{loss.item():.6g}",
                             "batch_accuracy": f"{(logits.argmax(1) == y).float().mean():.4f}",
                             "seconds": f"{state['seconds'] + time.perf_counter() - started:.3f}",
-                            **{k: stats[k] for k in DEVICE_STAT_KEYS if k in stats},
+                            **stats.logged(),
                         })
                     if (self.uses_samples and step > burn_in_steps
                             and (step - burn_in_steps) % tcfg.thinning_steps == 0):
