@@ -26,14 +26,7 @@ from dwlab.sgld.maths import learning_rate_at, pulse_budget
 from dwlab.sgld.planner import check_budget, plan_update
 from dwlab.sgld.recentre import recentre_pairs
 from dwlab.sgld.stats import StepStats, TensorUpdateStats
-from dwlab.sgld.weight import DeviceWeight, WeightMeta
-
-
-class WeightState(WeightMeta):
-    """One tensor's saved state: its mapping, last read-back and array snapshot."""
-
-    last_read: torch.Tensor
-    snapshot: dict[str, Any]
+from dwlab.sgld.weight import DeviceWeight
 
 
 class ControllerState(TypedDict):
@@ -42,7 +35,8 @@ class ControllerState(TypedDict):
     scheme: str
     step: int
     generators: dict[str, torch.Tensor]
-    weights: dict[str, WeightState]
+    weights: dict[str, dict[str, Any]]
+    """By parameter name: ``DeviceWeight.meta()``, ``last_read`` and the array's snapshot."""
     last_stats: dict[str, int | float]
 
 

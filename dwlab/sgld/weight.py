@@ -20,20 +20,6 @@ PROGRAM_MARGIN = 0.02
 """Initial targets are kept this fraction of the range away from the track ends."""
 
 
-class WeightMeta(TypedDict):
-    """The mapping of one tensor onto its array (stored with the controller's state)."""
-
-    array: str
-    pair: bool
-    alpha: float
-    g_mid: float
-    g_half: float
-    mu_push: float
-    mu_pull: float
-    sigma: float
-    pulse_width_seconds: float
-
-
 class ProgramReport(TypedDict):
     """How program-and-verify went for one tensor."""
 
@@ -135,7 +121,8 @@ class DeviceWeight:
         edge = self.g_half * (1 - 2 * SATURATION_MARGIN)
         return int(torch.count_nonzero(self.edge_distance > edge))
 
-    def meta(self) -> WeightMeta:
+    def meta(self) -> dict[str, str | bool | float]:
+        """The mapping onto the array (stored with the controller's state)."""
         return {
             "array": self.array_name, "pair": self.pair, "alpha": self.alpha,
             "g_mid": self.g_mid, "g_half": self.g_half, "mu_push": self.mu_push,
