@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             float_times.append(f_step)
             device_times.append(d_step)
             update_times.append(d_update)
-            pulses.append(device_opt.last_stats["pulses_sent"])
+            pulses.append(device_opt.last_stats.pulses_sent)
     # Breakdown, from extra steps with the twin synchronised around apply and read.
     TimedTwin.timing = True
     breakdown_steps = max(1, min(3, args.steps))

@@ -15,7 +15,8 @@ from dwlab.sim.twin import DEFAULT_LIMITS, PRESETS, TwinArray
 from dwlab.config import ControllerConfig, MappingRule, ScheduleConfig
 from dwlab.core.errors import PlanError, PulseLimitError
 from dwlab.core.types import PulseLimits
-from dwlab.sgld.controller import array_for, build_optimizer, round_counts_
+from dwlab.sgld.controller import build_optimizer
+from dwlab.sgld.mapping import array_for
 from dwlab.sgld.maths import (
     alpha_for_range,
     alpha_for_temperature,
@@ -23,6 +24,7 @@ from dwlab.sgld.maths import (
     pulse_budget,
     temperature_for_alpha,
 )
+from dwlab.sgld.planner import round_counts_
 
 # A twin whose 7-bit budget spans a fraction of the track (steps a tenth of the preset's,
 # as a pulse ten times shorter gives). For the noise statistics every device shares its mean
@@ -181,8 +183,8 @@ def test_weight_noise_per_step_equals_2_eps_T(scheme):
         change, desired = step_with_grad(model, opt, units)
         assert float(change.var()) == pytest.approx(expected, rel=0.10), units
         assert float(change.mean()) == pytest.approx(desired, abs=0.03 * math.sqrt(expected))
-        assert opt.last_stats["effective_temperature"] == pytest.approx(TEMPERATURE, rel=0.01)
-        assert opt.last_stats["steps_clipped"] == 0
+        assert opt.last_stats.effective_temperature == pytest.approx(TEMPERATURE, rel=0.01)
+        assert opt.last_stats.steps_clipped == 0
 
 
 def test_push_pull_variance_flat_but_gradient_only_grows():
@@ -241,7 +243,7 @@ def test_fixed_range_noise_does_not_depend_on_bits(scheme):
                     * info.step_sigma_siemens**2 / info.step_siemens)
         variances[bits] = float(change.var())
         assert variances[bits] == pytest.approx(expected, rel=0.10), bits
-        assert opt.last_stats["pulses_sent"] == devices * k * dw.n_weights
+        assert opt.last_stats.pulses_sent == devices * k * dw.n_weights
     assert max(variances.values()) / min(variances.values()) < 1.15
 
 
@@ -264,7 +266,7 @@ def test_largest_update_spans_the_configured_range(scheme, bits):
     # A pair pushes one device and pulls the other: their mean is the planned step.
     weight_excess = 1.0 if dw.pair else push_excess
     assert float(change.mean()) == pytest.approx(RANGE * window * weight_excess, rel=0.02)
-    assert opt.last_stats["steps_clipped"] == dw.n_weights
+    assert opt.last_stats.steps_clipped == dw.n_weights
 
 
 def test_update_pulse_below_the_width_limit_is_refused_before_any_pulse():
@@ -306,11 +308,11 @@ def test_pairs_saturating_in_common_mode_are_recentred():
     x[1, 5:10] = 0.03
     opt.load_device_snapshots(opt.device_snapshots())  # read the new state back
     step_with_grad(model, opt, 0.0)
-    assert opt.last_stats["recentred_pairs"] == 5
+    assert opt.last_stats.recentred_pairs == 5
     g = twin.conductance().view(2, -1)
     common = 0.5 * (g[0, :5] + g[1, :5])
     assert torch.all((common - dw.g_mid).abs() < 0.1 * dw.g_half)
-    assert opt.last_stats["pulses_sent"] > 127 * dw.last_read.numel()
+    assert opt.last_stats.pulses_sent > 127 * dw.last_read.numel()
 
 
 # -- limits -------------------------------------------------------------------------------
@@ -434,8 +436,8 @@ def test_float_schemes_need_no_arrays_and_report_zero_device_stats():
     opt.step()
     prior = 1.0 / 10
     assert torch.allclose(model.weight, before * (1 - 0.1 * prior) - 0.1)
-    assert opt.arrays == {} and opt.last_stats["pulses_sent"] == 0
-    assert opt.last_stats["step_size"] == pytest.approx(0.01)
+    assert opt.arrays == {} and opt.last_stats.pulses_sent == 0
+    assert opt.last_stats.step_size == pytest.approx(0.01)
     with pytest.raises(ValueError, match="array_factory"):
         build_optimizer(model, ControllerConfig(scheme="push_pull"), dataset_size=10)
 

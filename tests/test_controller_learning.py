@@ -52,6 +52,6 @@ def test_logistic_regression_learns_digits(scheme, digits):
         accuracy = float((model(x_test).argmax(1) == y_test).float().mean())
     assert accuracy > 0.6, f"{scheme}: test accuracy {accuracy:.3f} (chance is 0.1)"
     if scheme in ("push_pull", "push_pull_pair"):
-        assert opt.last_stats["pulses_sent"] >= 127 * 640
-        assert 0 < opt.last_stats["effective_temperature"] < 1
+        assert opt.last_stats.pulses_sent >= 127 * 640
+        assert 0 < opt.last_stats.effective_temperature < 1
     opt.close()

@@ -36,13 +36,11 @@ from dwlab.app.training.spec import RunSpec
 from dwlab.config import LoadedConfig, evolve
 from dwlab.core.errors import CheckpointError, DwlabError
 from dwlab.records import EventLog, TableWriter, plots
-from dwlab.sgld.controller import SGLDController
+from dwlab.sgld.controller import SGLDController, StepStats
 
 CHECKPOINT_FORMAT = 1
-DEVICE_STAT_KEYS = ("pulses_sent", "devices_clipped", "saturated_devices", "recentred_pairs",
-                    "step_size", "effective_temperature")
 STEP_COLUMNS = ["attempt", "step", "epoch", "batch", "loss", "batch_accuracy", "seconds",
-                *DEVICE_STAT_KEYS]
+                *StepStats.LOGGED]
 EPOCH_COLUMNS = ["attempt", "epoch", "step", "test_accuracy", "test_nll", "test_ece",
                  "test_entropy", "bma_accuracy", "bma_nll", "bma_ece", "bma_entropy",
                  "samples", "pulses_total", "seconds"]
@@ -184,8 +182,8 @@ class TrainingRun:
                     opt.step()
                     stats = opt.last_stats
                     state.step += 1
-                    state.pulses_total += int(stats["pulses_sent"])
-                    state.temperature_sum += float(stats["effective_temperature"])
+                    state.pulses_total += stats.pulses_sent
+                    state.temperature_sum += stats.effective_temperature
                     step = state.step
                     if step % tcfg.log_every_steps == 0 or step == total_steps:
                         steps_log.append({
@@ -193,7 +191,7 @@ class TrainingRun:
                             "batch": b, "loss": f"{loss.item():.6g}",
                             "batch_accuracy": f"{(logits.argmax(1) == y).float().mean():.4f}",
                             "seconds": f"{state.seconds + time.perf_counter() - started:.3f}",
-                            **{k: stats[k] for k in DEVICE_STAT_KEYS if k in stats},
+                            **stats.logged(),
                         })
                     if (self.uses_samples and step > burn_in_steps
                             and (step - burn_in_steps) % tcfg.thinning_steps == 0):

@@ -1,0 +1,292 @@
+"""SGLDController: the ``torch.optim.Optimizer`` that trains through device arrays.
+
+It composes the parts of :mod:`dwlab.sgld`: the mapping of tensors onto arrays
+(:mod:`~dwlab.sgld.mapping`, programmed by :mod:`~dwlab.sgld.verify`), the pure pulse
+planner (:mod:`~dwlab.sgld.planner`), re-centring of pairs (:mod:`~dwlab.sgld.recentre`)
+and the read-back (:mod:`~dwlab.sgld.readback`); digital parameters get float SGLD or SGD.
+The maths is in :mod:`dwlab.sgld.controller`'s docstring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypedDict
+
+import torch
+
+from dwlab.config import ControllerConfig, MappingRule
+from dwlab.core.device import DeviceArray
+from dwlab.core.errors import PlanError
+from dwlab.core.schemes import Scheme
+from dwlab.core.types import PulseLimits
+from dwlab.sgld.mapping import ArrayFactory, attach_weights, is_device_weight, mapping_report
+from dwlab.sgld.maths import learning_rate_at, pulse_budget
+from dwlab.sgld.planner import check_budget, plan_update
+from dwlab.sgld.recentre import recentre_pairs
+from dwlab.sgld.stats import StepStats, TensorUpdateStats
+from dwlab.sgld.weight import DeviceWeight
+
+
+class ControllerState(TypedDict):
+    """The controller's own entry (``'dwlab'``) in its ``state_dict``."""
+
+    scheme: str
+    step: int
+    generators: dict[str, torch.Tensor]
+    weights: dict[str, dict[str, Any]]
+    """By parameter name: ``DeviceWeight.meta()``, ``last_read`` and the array's snapshot."""
+    last_stats: dict[str, int | float]
+
+
+class SGLDController(torch.optim.Optimizer):
+    """SGLD through device arrays (or in float), as a torch optimizer.
+
+    Build it with :func:`dwlab.sgld.controller.build_optimizer`. After ``step()``,
+    ``last_stats`` (:class:`~dwlab.sgld.stats.StepStats`) says what the step did.
+    """
+
+    def __init__(
+        self,
+        named_params: Iterable[tuple[str, torch.Tensor]],
+        cfg: ControllerConfig,
+        *,
+        dataset_size: int,
+        array_factory: ArrayFactory | None = None,
+        mapping: Sequence[MappingRule] = (),
+        seed: int = 0,
+    ):
+        if cfg.scheme not in Scheme.names():
+            raise ValueError(f"unknown scheme {cfg.scheme!r}; known: {', '.join(Scheme.names())}")
+        if dataset_size is None or int(dataset_size) < 1:
+            raise ValueError(f"dataset_size must be a positive integer, got {dataset_size!r}")
+        named = [(n, p) for n, p in named_params if p.requires_grad]
+        if not named:
+            raise ValueError("the model has no trainable parameters")
+        self.cfg = cfg
+        self.scheme = Scheme(cfg.scheme)
+        self.dataset_size = int(dataset_size)
+        self.pulse_budget = pulse_budget(cfg.update_bits)
+        self.seed = int(seed)
+        on_devices = self.scheme.uses_devices
+        device_named = [(n, p) for n, p in named if on_devices and is_device_weight(p)]
+        digital_named = [(n, p) for n, p in named if not (on_devices and is_device_weight(p))]
+        groups = []
+        if device_named:
+            groups.append({"params": [p for _, p in device_named], "kind": "device"})
+        if digital_named:
+            groups.append({"params": [p for _, p in digital_named], "kind": "digital"})
+        super().__init__(groups, {"lr": cfg.lr})
+        self.digital = digital_named
+        self.weights: list[DeviceWeight] = []
+        self._step_count = 0
+        self._generators: dict[str, torch.Generator] = {}
+        for _, p in named:
+            self._generator(p.device)
+        self.last_stats = StepStats()
+        if device_named:
+            if array_factory is None:
+                raise ValueError(f"scheme '{self.scheme}' needs an array_factory")
+            self.weights = attach_weights(
+                device_named, cfg, pair=self.scheme.is_pair, budget=self.pulse_budget,
+                step_size=self.learning_rate(0) / self.dataset_size, factory=array_factory,
+                mapping=mapping,
+            )
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self.seed + 7919 * len(self._generators))
+            self._generators[key] = gen
+        return self._generators[key]
+
+    # -- the step --------------------------------------------------------------------
+
+    def learning_rate(self, step: int | None = None) -> float:
+        return learning_rate_at(
+            self.cfg.lr, self.cfg.schedule, self._step_count if step is None else step
+        )
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        lr = self.learning_rate()
+        prior = 1.0 / (self.dataset_size * self.cfg.prior_sigma**2)
+        for group in self.param_groups:
+            group["lr"] = lr
+        # Checks first: nothing moves (no RNG draw, no pulse) if a gradient is not finite or
+        # an array refuses the plan.
+        self._check_gradients_finite()
+        active = [dw for dw in self.weights if dw.param.grad is not None]
+        caps = [check_budget(dw.array.describe(), self.pulse_budget, self.cfg.update_bits,
+                             dw.name, dw.pulse) for dw in active]
+        try:
+            updates = [self._device_update(dw, lr, prior, limits)
+                       for dw, limits in zip(active, caps, strict=True)]
+        except BaseException:
+            for dw in self.weights:
+                dw.array.safe_state()
+            raise
+        self._digital_update(lr, prior)
+        self._step_count += 1
+        n_weights = sum(dw.n_weights for dw in active)
+        self.last_stats = StepStats.total(updates, n_weights, lr, lr / self.dataset_size)
+        return loss
+
+    def _check_gradients_finite(self) -> None:
+        """Refuse NaN/inf gradients, naming the parameter (they would become pulse counts)."""
+        names = {id(p): n for n, p in self.digital}
+        names.update({id(dw.param): dw.name for dw in self.weights})
+        grads = [(names[id(p)], p.grad) for group in self.param_groups for p in group["params"]
+                 if p.grad is not None]
+        if not grads:
+            return
+        flags = [torch.isfinite(g).all() for _, g in grads]
+        finite = torch.stack([f.to(flags[0].device) for f in flags])  # one sync, not one each
+        if bool(finite.all()):
+            return
+        name, grad = grads[int((~finite).nonzero()[0])]
+        bad = int((~torch.isfinite(grad)).sum())
+        raise PlanError(
+            f"gradient of parameter '{name}' has {bad} non-finite (NaN/inf) entries at step "
+            f"{self._step_count + 1}; no pulse was sent. The training diverged: lower "
+            "controller.lr"
+        )
+
+    def _digital_update(self, lr: float, prior: float) -> None:
+        noise_scale = 0.0
+        if self.scheme != Scheme.FLOAT_SGD and self.cfg.temperature > 0:
+            noise_scale = math.sqrt(2.0 * lr * self.cfg.temperature / self.dataset_size)
+        for _, p in self.digital:
+            if p.grad is None:
+                continue
+            p.mul_(1.0 - lr * prior).add_(p.grad, alpha=-lr)
+            if noise_scale:
+                noise = torch.randn(
+                    p.shape, generator=self._generator(p.device), device=p.device, dtype=p.dtype
+                )
+                p.add_(noise, alpha=noise_scale)
+
+    def _device_update(
+        self, dw: DeviceWeight, lr: float, prior: float, limits: PulseLimits
+    ) -> TensorUpdateStats:
+        """Plan, (re-centre), apply, read back, and write the held weights into the tensor."""
+        planned = plan_update(
+            self.scheme, dw.param.grad, dw.param, dw.scale(), lr=lr, prior=prior,
+            budget=self.pulse_budget, pulse=dw.pulse,
+            generator=self._generator(dw.param.device), work=dw.work,
+        )
+        recentred = extra_pulses = 0
+        if dw.pair:
+            recentred, extra_pulses = recentre_pairs(
+                dw, planned.plan, self.cfg.recentre_margin, self.pulse_budget,
+                limits.max_pulses_per_device,
+            )
+        pulses = planned.pulses + extra_pulses
+        receipt = dw.array.apply(planned.plan)
+        dw.accept_read(dw.read(self.cfg.read_averages, after=receipt))
+        return TensorUpdateStats(
+            pulses_sent=pulses, devices_clipped=receipt.devices_clipped,
+            saturated_devices=dw.saturated_devices(), recentred_pairs=recentred,
+            steps_clipped=planned.steps_clipped,
+            temperature_weight=dw.alpha**2 * dw.sigma**2 * pulses,
+        )
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def arrays(self) -> dict[str, DeviceArray]:
+        """Device arrays by parameter name."""
+        return {dw.name: dw.array for dw in self.weights}
+
+    @property
+    def step_count(self) -> int:
+        return self._step_count
+
+    def mapping_report(self) -> list[dict[str, object]]:
+        """Per device-backed tensor: alpha, measured steps, window, implied temperature."""
+        return mapping_report(self.weights, self.pulse_budget,
+                              self.learning_rate() / self.dataset_size)
+
+    def device_snapshots(self) -> dict[str, dict[str, Any]]:
+        """Every array's ``snapshot()``, by parameter name (posterior samples)."""
+        return {dw.name: dw.array.snapshot() for dw in self.weights}
+
+    def load_device_snapshots(self, snapshots: Mapping[str, dict[str, Any]]) -> None:
+        """Restore stored array states and rewrite the weights from what the devices hold."""
+        self._check_names(snapshots, "device snapshots")
+        for dw in self.weights:
+            dw.array.restore(snapshots[dw.name])
+            dw.accept_read(dw.read(self.cfg.read_averages))
+
+    def _check_names(self, named: Mapping[str, object], what: str) -> None:
+        expected = {dw.name for dw in self.weights}
+        if set(named) != expected:
+            missing = sorted(expected - set(named))
+            extra = sorted(set(named) - expected)
+            raise ValueError(f"{what} do not match the model: missing {missing}, extra {extra}")
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        ours: ControllerState = {
+            "scheme": self.scheme.value,
+            "step": self._step_count,
+            "generators": {k: g.get_state() for k, g in self._generators.items()},
+            "weights": {
+                dw.name: {
+                    **dw.meta(),
+                    "last_read": dw.last_read.detach().cpu().clone(),
+                    "snapshot": dw.array.snapshot(),
+                }
+                for dw in self.weights
+            },
+            "last_stats": dataclasses.asdict(self.last_stats),
+        }
+        sd["dwlab"] = ours
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        ours: ControllerState | None = state_dict.pop("dwlab", None)
+        if ours is None:
+            raise ValueError("not a dwlab controller state (no 'dwlab' entry)")
+        if ours["scheme"] != self.scheme:
+            raise ValueError(
+                f"state is for scheme '{ours['scheme']}', this controller runs '{self.scheme}'"
+            )
+        self._check_names(ours["weights"], "saved device weights")
+        super().load_state_dict(state_dict)
+        self._step_count = int(ours["step"])
+        for key, gen_state in ours["generators"].items():
+            self._generator(torch.device(key)).set_state(gen_state)
+        for dw in self.weights:
+            saved = ours["weights"][dw.name]
+            dw.array.restore(saved["snapshot"])
+            for key in ("alpha", "g_mid", "g_half", "mu_push", "mu_pull", "sigma"):
+                setattr(dw, key, float(saved[key]))
+            last_read = saved["last_read"].to(dw.param.device, dw.param.dtype).clone()
+            dw.accept_read(last_read)
+        if "last_stats" in ours:
+            self.last_stats = StepStats(**ours["last_stats"])
+
+    def close(self) -> None:
+        """Put every array in its safe state (outputs off, switches open)."""
+        errors = []
+        for dw in self.weights:
+            try:
+                dw.array.safe_state()
+            except Exception as exc:  # keep going: every array must be made safe
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> SGLDController:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

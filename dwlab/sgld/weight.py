@@ -1,0 +1,131 @@
+"""One weight tensor and the device array that holds it: ``w = alpha * (G - G_ref)`` for
+one device per weight, ``w = alpha * (G+ - G-)`` for a differential pair."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+import torch
+
+from dwlab.core.device import DeviceArray
+from dwlab.core.types import PulseReceipt, PulseShape
+from dwlab.sgld.planner import DeviceScale
+from dwlab.sgld.readback import conductance_after
+from dwlab.sgld.workspace import Workspace
+
+SATURATION_MARGIN = 0.05
+"""A device within this fraction of the conductance range of a track end counts as saturated."""
+PROGRAM_MARGIN = 0.02
+"""Initial targets are kept this fraction of the range away from the track ends."""
+
+
+class ProgramReport(TypedDict):
+    """How program-and-verify went for one tensor."""
+
+    rounds: int
+    pulses: int
+    rms_error_weight: float
+    weight_window: float
+    """Largest weight span the conductance window holds."""
+
+
+@dataclass
+class DeviceWeight:
+    """One weight tensor and the device array that holds it."""
+
+    name: str
+    array_name: str
+    param: torch.Tensor
+    array: DeviceArray
+    pair: bool
+    alpha: float
+    """Weight per siemens."""
+    g_mid: float
+    """Centre of the nominal conductance window (``G_ref`` of single devices)."""
+    g_half: float
+    """Half the nominal conductance range."""
+    mu_push: float
+    """Mean conductance change of one push (S), measured while programming."""
+    mu_pull: float
+    sigma: float
+    """Conductance spread of one update pulse (S), from ``describe()`` scaled to its width."""
+    pulse: PulseShape
+    """The update pulse (:func:`dwlab.sgld.maths.update_pulse`)."""
+    edge_fraction: float
+    """Devices within this fraction of the range of a track end are tracked after every
+    read-back; it covers every margin asked about later (saturation, re-centring)."""
+    last_read: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    """Conductances of the last read-back (array shape, on the parameter's device)."""
+    program_report: ProgramReport | None = None
+    near_edge: torch.Tensor | None = None
+    """Flat indices of devices within the edge margin at the last read-back."""
+    edge_distance: torch.Tensor | None = None
+    """``|G - g_mid|`` of those devices."""
+    work: Workspace = field(init=False)
+    """Reused work tensors of the update."""
+
+    def __post_init__(self) -> None:
+        self.work = Workspace(self.param.device)
+
+    @property
+    def n_weights(self) -> int:
+        return self.param.numel()
+
+    def scale(self) -> DeviceScale:
+        return DeviceScale(self.alpha, self.mu_push, self.mu_pull)
+
+    def write_weights(self) -> None:
+        """Set the parameter to the weights the devices hold (from ``last_read``)."""
+        g = self.last_read
+        with torch.no_grad():
+            if self.pair:
+                torch.sub(g[0], g[1], out=self.param.data)
+            else:
+                torch.sub(g, self.g_mid, out=self.param.data)
+            self.param.data.mul_(self.alpha)
+
+    def target_conductance(self, weights: torch.Tensor) -> torch.Tensor:
+        """Conductances that represent ``weights``, kept inside the window."""
+        lo = self.g_mid - self.g_half * (1 - 2 * PROGRAM_MARGIN)
+        hi = self.g_mid + self.g_half * (1 - 2 * PROGRAM_MARGIN)
+        if self.pair:
+            half = weights / (2 * self.alpha)
+            target = torch.stack((self.g_mid + half, self.g_mid - half))
+        else:
+            target = self.g_mid + weights / self.alpha
+        return target.clamp_(lo, hi)
+
+    def read(self, n_averages: int, after: PulseReceipt | None = None) -> torch.Tensor:
+        """The conductances now; ``after`` an apply, from its receipt where it has them."""
+        if after is None:
+            g = self.array.read(n_averages=n_averages).conductance_siemens
+        else:
+            g = conductance_after(self.array, after, n_averages)
+        return g.to(self.param.device, self.param.dtype)
+
+    def accept_read(self, g: torch.Tensor) -> None:
+        """Take a read-back: remember it, find devices near the track ends, set the weights."""
+        self.last_read = g
+        dist = self.work.get("distance", g.shape, g.dtype)
+        torch.sub(g, self.g_mid, out=dist).abs_()
+        edge = self.g_half * (1 - 2 * self.edge_fraction)
+        self.near_edge = (dist.view(-1) > edge).nonzero().squeeze(1)
+        self.edge_distance = dist.view(-1)[self.near_edge]
+        self.write_weights()
+
+    def saturated_devices(self) -> int:
+        """Devices within :data:`SATURATION_MARGIN` of a track end at the last read-back."""
+        if self.edge_distance is None:
+            return 0
+        edge = self.g_half * (1 - 2 * SATURATION_MARGIN)
+        return int(torch.count_nonzero(self.edge_distance > edge))
+
+    def meta(self) -> dict[str, str | bool | float]:
+        """The mapping onto the array (stored with the controller's state)."""
+        return {
+            "array": self.array_name, "pair": self.pair, "alpha": self.alpha,
+            "g_mid": self.g_mid, "g_half": self.g_half, "mu_push": self.mu_push,
+            "mu_pull": self.mu_pull, "sigma": self.sigma,
+            "pulse_width_seconds": self.pulse.width_seconds,
+        }
