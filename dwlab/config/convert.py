@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from enum import Enum
-from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from dwlab.config.problems import config_error, problems
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class Schema(BaseModel):
@@ -27,12 +27,16 @@ class Schema(BaseModel):
                               use_attribute_docstrings=True)
 
 
-@cache
+_WRAPPERS: dict[type, type[BaseModel]] = {}
+
+
 def _wrapper(cls: type) -> type[BaseModel]:
     # pydantic takes a config for a plain dataclass only from a model that holds it; the
     # config then applies to the dataclasses nested inside too.
-    return create_model(f"{cls.__name__}Data", value=(cls, ...),
-                        __config__=ConfigDict(extra="forbid"))
+    if cls not in _WRAPPERS:
+        _WRAPPERS[cls] = create_model(f"{cls.__name__}Data", value=(cls, ...),
+                                      __config__=ConfigDict(extra="forbid"))
+    return _WRAPPERS[cls]
 
 
 def _validate_hooks(obj: Any, key: str, found: list[tuple[str, str]]) -> None:
@@ -61,7 +65,7 @@ def from_data(cls: type[T], data: Any, *, file: str | None = None, key: str = ""
     try:
         if isinstance(cls, type) and issubclass(cls, BaseModel):
             return cls.model_validate(data)
-        obj = _wrapper(cls).model_validate({"value": data}).value
+        obj = dict(_wrapper(cls).model_validate({"value": data}))["value"]
     except ValidationError as exc:
         raise config_error(problems(exc, cls, key, strip=0 if issubclass(cls, BaseModel)
                                     else 1), file) from None
@@ -87,7 +91,7 @@ def to_data(obj: Any) -> Any:
     return obj
 
 
-def evolve(model: T, **changes: Any) -> T:
+def evolve(model: M, **changes: Any) -> M:
     """A copy of config model ``model`` with ``changes``, validated like a config file."""
     current = {name: getattr(model, name) for name in type(model).model_fields}
     return from_data(type(model), {**current, **changes})

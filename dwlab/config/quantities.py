@@ -41,7 +41,7 @@ def _in_unit(unit: str):
         if not isinstance(value, str):
             return value
         try:
-            quantity = _units().Quantity(value)
+            quantity: pint.Quantity = _units().Quantity(value)
         except (pint.PintError, ValueError, AttributeError, TypeError):
             raise ValueError(f"expected a number in {unit} or a quantity such as "
                              f"'5 m{unit}', got {value!r}") from None

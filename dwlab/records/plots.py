@@ -5,7 +5,7 @@ only ``dwlab.records``, so every layer may use it)."""
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ def accuracy_vs_bits(
 
 
 def conductance_histograms(
-    conductances: dict[str, Sequence[float]], path: str | Path, title: str = ""
+    conductances: Mapping[str, Sequence[float]], path: str | Path, title: str = ""
 ) -> Path:
     """Histogram of device conductances (microsiemens), one panel per array."""
     n = max(1, len(conductances))

@@ -37,7 +37,7 @@ class ControllerState(TypedDict):
     generators: dict[str, torch.Tensor]
     weights: dict[str, dict[str, Any]]
     """By parameter name: ``DeviceWeight.meta()``, ``last_read`` and the array's snapshot."""
-    last_stats: dict[str, int | float]
+    last_stats: dict[str, Any]
 
 
 class SGLDController(torch.optim.Optimizer):
@@ -110,7 +110,9 @@ class SGLDController(torch.optim.Optimizer):
         )
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+    def step(  # type: ignore[override]  # one signature for torch's two overloads
+        self, closure: Callable[[], float] | None = None
+    ) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -176,8 +178,10 @@ class SGLDController(torch.optim.Optimizer):
         self, dw: DeviceWeight, lr: float, prior: float, limits: PulseLimits
     ) -> TensorUpdateStats:
         """Plan, (re-centre), apply, read back, and write the held weights into the tensor."""
+        grad = dw.param.grad
+        assert grad is not None  # step() updates only the weights that have a gradient
         planned = plan_update(
-            self.scheme, dw.param.grad, dw.param, dw.scale(), lr=lr, prior=prior,
+            self.scheme, grad, dw.param, dw.scale(), lr=lr, prior=prior,
             budget=self.pulse_budget, pulse=dw.pulse,
             generator=self._generator(dw.param.device), work=dw.work,
         )

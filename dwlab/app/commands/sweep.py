@@ -161,7 +161,7 @@ def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
     lines += [f"- failed: {r.label}: {r.failed}" for r in failed]
     table_md = "\n".join(lines) + "\n"
     atomic_write_text(folder / "sweep.md", table_md)
-    device = sorted((k, v) for k, v in groups.items() if k[1] is not None)
+    device = sorted((k[1], v) for k, v in groups.items() if k[1] is not None)
     if device:
         refs = {}
         for name in ("float_sgd", "float_sgld"):
@@ -169,7 +169,7 @@ def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
                 refs[name.replace("_", " ")] = _mean_std(
                     [r.accuracy for r in groups[(name, None)]])[0]
         stats = [_mean_std([r.accuracy for r in rs]) for _, rs in device]
-        plots.accuracy_vs_bits([k[1] for k, _ in device], [s[0] for s in stats],
+        plots.accuracy_vs_bits([bits for bits, _ in device], [s[0] for s in stats],
                                [s[1] for s in stats], refs, folder / "accuracy_vs_bits.png",
                                title=f"{t.model} on {t.dataset}")
     return table_md

@@ -42,7 +42,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def capture_rng_states() -> dict[str, Any]:
     """Every global generator a training step may draw from: torch (CPU, CUDA), numpy,
     python. The data order has its own per-epoch generator (see ``dwlab.app.data``)."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple (name, keys, pos, ...)
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),

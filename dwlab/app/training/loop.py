@@ -97,7 +97,8 @@ class TrainingRun:
         model = build_model(self.tcfg.model, self.data.in_channels, self.data.num_classes,
                             self.tcfg.width, self.data.image_size).to(self.device)
         if self.tcfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            # torch's stubs omit Module.to(memory_format=...)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         dataset_size = self.controller_cfg.dataset_size or self.data.train_size
         # The run owns what it opens: whatever ends it, its arrays are closed once and its
         # virtual lab stopped, and what they report (pulses applied, also before an

@@ -44,7 +44,7 @@ class PosteriorStore:
         if not self.samples:
             return None
         current = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        total = None
+        total: torch.Tensor | None = None
         try:
             for sample in self.samples:
                 model.load_state_dict(sample["weights"])
@@ -52,4 +52,5 @@ class PosteriorStore:
                 total = probs if total is None else total + probs
         finally:
             model.load_state_dict(current)
+        assert total is not None  # there is at least one sample (checked above)
         return total / len(self.samples)
