@@ -14,7 +14,7 @@ from dwlab.drivers.adapters import RoleAdapter, visa_socket
 from dwlab.drivers.agilent81110a import Agilent81110A
 from dwlab.drivers.keithley707b import Keithley707B
 from dwlab.drivers.meters import Keithley2400Meter, Keithley2450Meter
-from dwlab.drivers.pulsers import Agilent81110APulser, Keysight81160APulser
+from dwlab.drivers.pulsers import Agilent81110APulser, ChannelPulser, Keysight81160APulser
 from dwlab.drivers.routers import Keithley707BRouter
 from pymeasure.instruments.keithley import Keithley2400, Keithley2450
 from pymeasure.instruments.keysight import Keysight81160A
@@ -76,6 +76,6 @@ def open_role(role: str, driver: str, resource: str, *, channel: int = 1,
                               visa_library=visa_library)
 
     name = f"{role} ({driver} at {resource})"
-    if role == "pulser":
+    if issubclass(adapter, ChannelPulser):  # the pulsers: the role checked above
         return adapter(name, connect, channel=channel, retries=retries)
     return adapter(name, connect, retries=retries)

@@ -3,6 +3,7 @@ and documented by ``dwlab protocols show``."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -21,7 +22,10 @@ def param(default: T, *, unit: str = "", help: str = "", min: float | None = Non
     """
     meta = {"unit": unit, "help": help, "min": min, "max": max}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+        def fresh() -> T:  # each instance gets its own copy of a list default
+            return copy.copy(default)
+
+        return field(default_factory=fresh, metadata=meta)
     return field(default=default, metadata=meta)
 
 

@@ -1,22 +1,23 @@
 """The base class of every characterisation protocol.
 
-A protocol is a class with
-- ``Params``: a frozen dataclass of typed parameters; each field is declared with
+A protocol is a class, generic in its parameters (``class ReadNoise(Protocol[ReadNoiseParams])``,
+so ``self.params`` has the protocol's own parameter type), with
+- ``Params``: that frozen dataclass of typed parameters; each field is declared with
   :func:`~dwlab.protocols.params.param` (unit, help text, bounds) so that
   ``dwlab protocols show`` documents it;
 - ``tables``: table name -> recorded columns;
 - ``estimate(target)``: pulse shapes, pulse counts, reads and waits, computed from the
   parameters and the array's static description only (no I/O);
 - ``run(ctx)``: a generator that measures one step at a time and yields after each, so the
-  engine can show progress and stop cleanly between steps;
+  engine can show progress and stop cleanly between steps (it closes the generator);
 - ``plot(folder, tables)``: PNG figures from the recorded tables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from dwlab.protocols.context import RunContext
 from dwlab.protocols.estimate import DEFAULT_TIMING, Estimate, Target, Timing, check_estimate
@@ -27,16 +28,22 @@ from dwlab.protocols.recenter import default_recenter_cap
 from dwlab.config import from_data
 from dwlab.core.errors import ConfigError, ProtocolError
 
+P = TypeVar("P", bound=ProtocolParams)
+"""A protocol's parameter type."""
+AnyProtocol = TypeVar("AnyProtocol", bound="Protocol")
 
-class Protocol:
+
+class Protocol(Generic[P]):
     """Base of every characterisation protocol (see the module docstring)."""
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    Params: ClassVar[type[ProtocolParams]] = ProtocolParams
+    Params: type[P]
+    """The parameter dataclass, set by each protocol (a class attribute, like the others)."""
     tables: ClassVar[dict[str, tuple[str, ...]]] = {}
+    params: P
 
-    def __init__(self, params: ProtocolParams | None = None, **overrides: object):
+    def __init__(self, params: P | None = None, **overrides: object):
         if params is None:
             params = self.from_data(overrides).params if overrides else self.Params()
         elif overrides:
@@ -46,7 +53,8 @@ class Protocol:
         self.params = params
 
     @classmethod
-    def from_data(cls, data: object, file: str | None = None, key: str = "params") -> Protocol:
+    def from_data(cls: type[AnyProtocol], data: object, file: str | None = None,
+                  key: str = "params") -> AnyProtocol:
         """Build from plain (YAML) data; errors name the file and the dotted key."""
         try:
             params = from_data(cls.Params, data, file=file, key=key)
@@ -69,7 +77,7 @@ class Protocol:
     def estimate(self, target: Target) -> Estimate:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def run(self, ctx: RunContext) -> Iterator[None]:  # pragma: no cover - abstract
+    def run(self, ctx: RunContext) -> Generator[None, None, None]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def plot(self, folder: Path, tables: Tables) -> list[Path]:

@@ -4,7 +4,7 @@ statistics."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +44,11 @@ class PulseResponseParams(ProtocolParams):
     recenter_max_pulses: int | None = recenter_param()
 
 
-class PulseResponse(Protocol):
+class PulseResponse(Protocol[PulseResponseParams]):
     name = "pulse_response"
     summary = ("conductance vs pulse number over an amplitude x width grid: push then pull "
                "from mid-track")
     Params = PulseResponseParams
-    params: PulseResponseParams
     tables = {"response": ("amplitude_volts", "width_seconds", "polarity", "pulse", "device",
                            "conductance_siemens")}
 
@@ -67,7 +66,7 @@ class PulseResponse(Protocol):
         est.steps = len(grid) * 2 * p.pulses
         return est
 
-    def run(self, ctx: RunContext) -> Iterator[None]:
+    def run(self, ctx: RunContext) -> Generator[None, None, None]:
         p = self.params
         for i, shape in enumerate(_grid(p.amplitudes_volts, p.widths_seconds)):
             ctx.recenter(self.recenter_cap(ctx.target) if i == 0 else
@@ -127,12 +126,11 @@ class SwitchingParams(ProtocolParams):
              "|step| at the largest amplitude")
 
 
-class SwitchingStatistics(Protocol):
+class SwitchingStatistics(Protocol[SwitchingParams]):
     name = "switching_statistics"
     summary = ("single-pulse step distribution per amplitude, width and polarity; depinning "
                "probability vs amplitude and width")
     Params = SwitchingParams
-    params: SwitchingParams
     tables = {"steps": ("amplitude_volts", "width_seconds", "polarity", "repeat", "device",
                         "g_before_siemens", "g_after_siemens", "delta_siemens")}
 
@@ -151,13 +149,12 @@ class SwitchingStatistics(Protocol):
         est.steps = len(grid) * p.repeats
         return est
 
-    def run(self, ctx: RunContext) -> Iterator[None]:
+    def run(self, ctx: RunContext) -> Generator[None, None, None]:
         p = self.params
         first = True
         for shape in _grid(p.amplitudes_volts, p.widths_seconds):
-            g = None
             for r in range(p.repeats):
-                if r % p.recenter_every == 0:
+                if r % p.recenter_every == 0:  # always at r = 0: g is read before any use
                     cap = self.recenter_cap(ctx.target)
                     ctx.recenter(cap if first else periodic_cap(cap, 2 * p.recenter_every))
                     first = False

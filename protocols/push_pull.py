@@ -3,7 +3,7 @@ variance) and endurance (many push-pull cycles)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,12 +51,11 @@ def _nets(budget: int, fractions: list[float]) -> list[int]:
     return sorted(nets, key=lambda v: (-abs(v), -v))
 
 
-class PushPullNoise(Protocol):
+class PushPullNoise(Protocol[PushPullParams]):
     name = "push_pull_noise"
     summary = ("mean update vs n+ - n- and variance vs pulse budget K: the check that the "
                "device can carry SGLD")
     Params = PushPullParams
-    params: PushPullParams
     tables = {"updates": ("budget", "net", "n_push", "n_pull", "repeat", "device",
                           "delta_siemens")}
 
@@ -72,7 +71,7 @@ class PushPullNoise(Protocol):
         est.steps = updates
         return est
 
-    def run(self, ctx: RunContext) -> Iterator[None]:
+    def run(self, ctx: RunContext) -> Generator[None, None, None]:
         p = self.params
         shape = pulse_or_nominal(p, ctx.target.nominal_pulse)
         for k in p.budgets:
@@ -137,11 +136,10 @@ class EnduranceParams(ProtocolParams):
     width_seconds: float | None = width_param()
 
 
-class Endurance(Protocol):
+class Endurance(Protocol[EnduranceParams]):
     name = "endurance"
     summary = "many push-pull cycles: conductance after each half-cycle vs cycle number"
     Params = EnduranceParams
-    params: EnduranceParams
     tables = {"cycles": ("cycle", "device", "g_after_push_siemens", "g_after_pull_siemens")}
 
     def estimate(self, target: Target) -> Estimate:
@@ -153,7 +151,7 @@ class Endurance(Protocol):
         est.steps = p.cycles
         return est
 
-    def run(self, ctx: RunContext) -> Iterator[None]:
+    def run(self, ctx: RunContext) -> Generator[None, None, None]:
         p = self.params
         shape = pulse_or_nominal(p, ctx.target.nominal_pulse)
         for c in range(p.cycles):

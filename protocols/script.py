@@ -173,7 +173,8 @@ def run_script(script: Script, array: DeviceArray, runs_dir: str | Path, *,
                          script_file=str(script.path) if script.path else None,
                          steps=[s.label for s in script.steps],
                          estimates=[e.to_data(script.config.timing) for e in estimates],
-                         status="running", **jsonable(extra_metadata or {}))
+                         status="running",
+                         **{k: jsonable(v) for k, v in (extra_metadata or {}).items()})
     atomic_write_json(folder / "metadata.json", meta)
     results: list[RunResult] = []
     status: RunStatus = "failed"

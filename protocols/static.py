@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +33,11 @@ class ReadNoiseParams(ProtocolParams):
     recenter_max_pulses: int | None = recenter_param()
 
 
-class ReadNoise(Protocol):
+class ReadNoise(Protocol[ReadNoiseParams]):
     name = "read_noise"
     summary = ("repeated single reads of an unpulsed array: read noise, then read disturb "
                "(drift of the mean over many reads)")
     Params = ReadNoiseParams
-    params: ReadNoiseParams
     tables = {"reads": ("phase", "read", "device", "conductance_siemens")}
 
     def estimate(self, target: Target) -> Estimate:
@@ -49,7 +48,7 @@ class ReadNoise(Protocol):
         est.steps = p.reads + p.disturb_reads
         return est
 
-    def run(self, ctx: RunContext) -> Iterator[None]:
+    def run(self, ctx: RunContext) -> Generator[None, None, None]:
         p = self.params
         ctx.recenter(self.recenter_cap(ctx.target))
         for i in range(p.reads + p.disturb_reads):
@@ -101,12 +100,11 @@ class RetentionParams(ProtocolParams):
             raise ValueError("times_seconds must be in increasing order")
 
 
-class Retention(Protocol):
+class Retention(Protocol[RetentionParams]):
     name = "retention"
     summary = ("conductance over time after programming (simulated time on arrays offering "
                "advance_time, real waiting on hardware)")
     Params = RetentionParams
-    params: RetentionParams
     tables = {"retention": ("time_seconds", "device", "conductance_siemens")}
 
     def estimate(self, target: Target) -> Estimate:
@@ -119,7 +117,7 @@ class Retention(Protocol):
         est.steps = len(p.times_seconds)
         return est
 
-    def run(self, ctx: RunContext) -> Iterator[None]:
+    def run(self, ctx: RunContext) -> Generator[None, None, None]:
         p = self.params
         ctx.recenter(self.recenter_cap(ctx.target))
         if p.program_pulses:
@@ -172,12 +170,11 @@ class DeviceMapParams(ProtocolParams):
     recenter_max_pulses: int | None = recenter_param()
 
 
-class DeviceMap(Protocol):
+class DeviceMap(Protocol[DeviceMapParams]):
     name = "device_map"
     summary = ("per device: conductance at both track ends (saturation confirmed) and mean "
                "step per nominal pulse of each polarity")
     Params = DeviceMapParams
-    params: DeviceMapParams
     tables = {"devices": ("device", "index", "g_max_siemens", "g_min_siemens", "saturated",
                           "step_push_siemens", "step_pull_siemens")}
 
@@ -220,7 +217,7 @@ class DeviceMap(Protocol):
                 break
         return g, settled
 
-    def run(self, ctx: RunContext) -> Iterator[None]:
+    def run(self, ctx: RunContext) -> Generator[None, None, None]:
         p = self.params
         g_max, top = self._saturate(ctx, +1)
         yield
@@ -240,7 +237,8 @@ class DeviceMap(Protocol):
                                saturated=(top & bottom).long(), step_push_siemens=step_push,
                                step_pull_siemens=step_pull)
         for row in rows:
-            row["index"] = "x".join(str(int(i)) for i in np.unravel_index(row["device"], shape))
+            index = np.unravel_index(int(row["device"]), shape)
+            row["index"] = "x".join(str(int(i)) for i in index)
         ctx.write("devices", rows)
         yield
 

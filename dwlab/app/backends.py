@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import errno
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dwlab.config import ArrayConfig, LoadedConfig
+from dwlab.config import ArrayConfig, HardwareConfig, LoadedConfig
 from dwlab.core.device import DeviceArray
 from dwlab.core.errors import ConfigError
-from dwlab.core.instruments import ROLES
+from dwlab.core.roles import ConductanceMeter, PulseSource, Router
 from dwlab.core.types import PulseLimits, PulseShape
 from dwlab.records import now_iso
 
@@ -86,12 +87,23 @@ def build_twin(
     )
 
 
+@dataclass(frozen=True)
+class _HardwareArrayConfig:
+    """A hardware array's config, with the parts the checks guarantee as plain values."""
+
+    array: ArrayConfig
+    hardware: HardwareConfig
+    shape: tuple[int, ...]
+    nominal_pulse: PulseShape
+
+
 def _hardware_config(loaded: LoadedConfig, name: str, shape: tuple[int, ...] | None
-                     ) -> ArrayConfig:
+                     ) -> _HardwareArrayConfig:
     """Array ``name``'s config, checked to be a hardware array of shape ``shape``."""
     cfg = loaded.config.arrays[name]
     where = f"arrays.{name}"
-    if cfg.backend != "hardware" or cfg.hardware is None:
+    # A loaded config gives every hardware array a section and a shape; checked for the types.
+    if cfg.backend != "hardware" or cfg.hardware is None or cfg.shape is None:
         raise ConfigError("not a hardware array", file=str(loaded.path), key=where)
     fixed = tuple(cfg.shape)
     if shape is not None and tuple(shape) != fixed:
@@ -103,7 +115,8 @@ def _hardware_config(loaded: LoadedConfig, name: str, shape: tuple[int, ...] | N
     if cfg.pulse is None:
         raise ConfigError("a hardware array needs a nominal 'pulse'",
                           file=str(loaded.path), key=f"{where}.pulse")
-    return cfg
+    return _HardwareArrayConfig(cfg, cfg.hardware, fixed,
+                                PulseShape(cfg.pulse.amplitude_volts, cfg.pulse.width_seconds))
 
 
 def open_role(loaded: LoadedConfig, name: str, role: str, *, resource: str | None = None,
@@ -135,11 +148,10 @@ def open_hardware(
     from dwlab.drivers.hardware_array import HardwareArray
 
     cfg = _hardware_config(loaded, name, shape)
-    hw = cfg.hardware
-    fixed = tuple(cfg.shape)
+    hw, fixed = cfg.hardware, cfg.shape
     settings: dict[str, Any] = dict(
-        name=name, shape=fixed, wiring=hw.wiring.paths(fixed), limits=limits_from_config(cfg),
-        nominal_pulse=PulseShape(cfg.pulse.amplitude_volts, cfg.pulse.width_seconds),
+        name=name, shape=fixed, wiring=hw.wiring.paths(fixed),
+        limits=limits_from_config(cfg.array), nominal_pulse=cfg.nominal_pulse,
         conductance_range_siemens=(hw.devices.conductance_min_siemens,
                                    hw.devices.conductance_max_siemens),
         step_siemens=hw.devices.step_siemens, step_sigma_siemens=hw.devices.step_sigma_siemens,
@@ -152,13 +164,25 @@ def open_hardware(
     )
     settings.update(overrides)
     resources = resources or {}
-    roles: dict[str, RoleAdapter] = {}
+    opened: list[RoleAdapter] = []
+
+    def open_one(role: str) -> RoleAdapter:
+        adapter = open_role(loaded, name, role, resource=resources.get(role))
+        opened.append(adapter)
+        return adapter
+
     try:
-        for role in ROLES:
-            roles[role] = open_role(loaded, name, role, resource=resources.get(role))
-        return HardwareArray(**roles, **settings)
+        pulser, meter, router = open_one("pulser"), open_one("meter"), open_one("router")
+        # The registry gives each role its adapter; the checks make that a type.
+        if not isinstance(pulser, PulseSource):
+            raise TypeError(f"{pulser.name} is not a pulse source")
+        if not isinstance(meter, ConductanceMeter):
+            raise TypeError(f"{meter.name} is not a conductance meter")
+        if not isinstance(router, Router):
+            raise TypeError(f"{router.name} is not a router")
+        return HardwareArray(pulser=pulser, meter=meter, router=router, **settings)
     except BaseException:  # the array never took them over: hang up here
-        for adapter in roles.values():
+        for adapter in opened:
             adapter.close()
         raise
 

@@ -87,9 +87,9 @@ def calibrate(records: list[Record], base: TwinParams | None = None, *,
         for row in rec.tables["reads"]:
             if row["phase"] == "noise":
                 by_dev[int(row["device"])].append(float(row["conductance_siemens"]))
-        for d, values in by_dev.items():
-            if len(values) > 1:
-                read_var[d].append(float(np.var(values, ddof=1)))
+        for d, reads in by_dev.items():
+            if len(reads) > 1:
+                read_var[d].append(float(np.var(reads, ddof=1)))
     read_var_dev = {d: float(np.mean(v)) for d, v in read_var.items()}
     if not read_var_dev:
         raise DatasetError("the read_noise record has fewer than two reads per device")

@@ -85,8 +85,13 @@ def apply_pulses_fast(
         return new_x, touched
     sub_x = x.reshape(-1)[idx]
     both = torch.maximum(sub_x, 1.0 - sub_x) <= b.view(-1)[idx]  # far end within reach too
-    args = [sub_x] + [t.expand(x.shape).reshape(-1)[idx] for t in (
-        n_push.to(x.device), n_pull.to(x.device), mu_push, sigma_push, mu_pull, sigma_pull)]
+
+    def at_near(t: torch.Tensor) -> torch.Tensor:
+        return t.expand(x.shape).reshape(-1)[idx]
+
+    sub_push, sub_pull = at_near(n_push.to(x.device)), at_near(n_pull.to(x.device))
+    sub_mu_push, sub_sigma_push, sub_mu_pull, sub_sigma_pull = (
+        at_near(t) for t in (mu_push, sigma_push, mu_pull, sigma_pull))
     flat_x, flat_touched = new_x.view(-1), touched.view(-1)
     for name, mask, far_end in (("near_one_end", ~both, False), ("near_both_ends", both, True)):
         sub = mask.nonzero().squeeze(1)
@@ -94,5 +99,7 @@ def apply_pulses_fast(
             stats[name] = sub.numel()
         if sub.numel():
             flat_x[idx[sub]], flat_touched[idx[sub]] = apply_pulses_one_end(
-                *(t[sub] for t in args), generator=generator, far_end=far_end)
+                sub_x[sub], sub_push[sub], sub_pull[sub], sub_mu_push[sub],
+                sub_sigma_push[sub], sub_mu_pull[sub], sub_sigma_pull[sub],
+                generator=generator, far_end=far_end)
     return new_x, touched

@@ -72,7 +72,8 @@ class VirtualLab:
             raise ValueError(f"{loaded.path}: no 'virtual_lab' section")
         array = cfg.arrays[vl.array]
         hw = array.hardware
-        assert hw is not None  # the config checks that the lab serves a hardware array
+        # the config checks that the lab serves a hardware array, which has a fixed shape
+        assert hw is not None and array.shape is not None
         shape = tuple(array.shape)
         params = PRESETS[vl.twin.preset]
         if vl.twin.calibration is not None:

@@ -13,10 +13,12 @@ if TYPE_CHECKING:
 
 
 class Burst(NamedTuple):
-    """``count`` pulses of one ``shape`` and ``polarity`` (PUSH or PULL) from one trigger."""
+    """``pulses`` pulses of one ``shape`` and ``polarity`` (PUSH or PULL) from one trigger.
+
+    (Not ``count``: that would hide ``tuple.count``.)"""
 
     polarity: int
-    count: int
+    pulses: int
     shape: PulseShape
 
 

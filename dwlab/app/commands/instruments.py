@@ -27,17 +27,19 @@ def run_identify(args: argparse.Namespace) -> int:
     from dwlab.app.backends import open_backends
 
     loaded = load_config(args.config)
-    names = [name for name, cfg in loaded.config.arrays.items()
-             if cfg.backend == "hardware" and (args.array is None or name == args.array)]
-    if not names:
+    # (a loaded config gives every hardware array its 'hardware' section)
+    arrays = {name: cfg.hardware for name, cfg in loaded.config.arrays.items()
+              if cfg.backend == "hardware" and cfg.hardware is not None
+              and (args.array is None or name == args.array)}
+    if not arrays:
         print("no hardware arrays in this config" + (f" named '{args.array}'"
                                                      if args.array else ""))
         return 1
     failed = 0
     with open_backends(loaded) as backends:  # serves the virtual lab if the config asks
-        for name in names:
+        for name, hardware in arrays.items():
             for role in ROLES:
-                inst = getattr(loaded.config.arrays[name].hardware.instruments, role)
+                inst = getattr(hardware.instruments, role)
                 where = f"{name}.{role} ({inst.driver} at {inst.resource})"
                 try:
                     adapter = backends.open_role(name, role, retries=0)

@@ -23,14 +23,16 @@ def run(args: argparse.Namespace) -> int:
     from dwlab.app.backends import start_virtual_lab
 
     loaded = load_config(args.config)
+    served = loaded.config.virtual_lab
+    if served is None:  # start_virtual_lab refuses it too; checked here for ``served.array``
+        raise ConfigError("no 'virtual_lab' section", file=str(loaded.path), key="virtual_lab")
     try:
         lab = start_virtual_lab(loaded)
     except OSError as exc:
         raise ConfigError(f"cannot listen: {exc}", file=str(loaded.path),
                           key="virtual_lab") from None
     try:
-        served = loaded.config.virtual_lab.array
-        print(f"virtual lab for array '{served}' (twin {lab.twin.shape}):", flush=True)
+        print(f"virtual lab for array '{served.array}' (twin {lab.twin.shape}):", flush=True)
         for role, resource in lab.resources.items():
             print(f"  {role:6s} {lab.instruments[role].idn}  at {resource}", flush=True)
         print("Ctrl-C stops it.", file=sys.stderr, flush=True)
