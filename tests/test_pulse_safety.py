@@ -2,11 +2,9 @@
 before anything moves, on a twin and on a hardware array on the virtual lab.
 
 Plans of every integer and float dtype (and bool), with the dtypes' extremes, NaN, infinities
-and mismatched shapes. A plan an array must apply ("allowed": integer counts, the array's
-shape, no device over the limit, judged in Python integers) reaches the twin's state or the
-virtual lab's delivery counters exactly; any other plan ends in a dwlab error with nothing
-moved: twin state and random stream unchanged, no message to any instrument, delivery
-counters unchanged. Bounded (``max_examples``, derandomized) to stay fast in CI.
+and mismatched shapes; the claim and the backends are in ``pulse_safety_support`` (the
+campaign ``benchmarks/campaign_pulses.py`` checks the same claim). Bounded
+(``max_examples``, derandomized) to stay fast in CI.
 """
 
 from __future__ import annotations
@@ -16,20 +14,22 @@ import math
 import numpy as np
 import pytest
 import torch
-from dwlab.sim import physics
-from dwlab.sim.twin import TwinArray
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from test_virtual_lab_support import lab_config, open_lab_array
+from pulse_safety_support import (
+    INTEGER_DTYPES,
+    LIMIT,
+    NOMINAL,
+    SHAPE,
+    Lab,
+    Twin,
+    allowed,
+    attempt,
+)
 
-from dwlab.core.errors import DwlabError, PlanError, PulseLimitError
-from dwlab.core.types import PulseLimits, PulsePlan, PulseShape
+from dwlab.core.errors import PlanError, PulseLimitError
+from dwlab.core.types import PulseLimits, PulsePlan
 
-LIMIT = 255
-SHAPE = (3, 4)
-NOMINAL = PulseShape(1.0, 1e-8)
-INTEGER_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32,
-                  torch.uint32, torch.int64, torch.uint64]
 FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 OTHER_SHAPES = [(4, 3), (12,), (3, 4, 1), (2, 4), ()]
 BOUNDED = settings(max_examples=150, deadline=None, derandomize=True, database=None,
@@ -82,112 +82,8 @@ def plans(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
     return draw(counts(draw(shapes), wild=True)), draw(counts(draw(shapes), wild=True))
 
 
-def allowed(push: torch.Tensor, pull: torch.Tensor) -> bool:
-    """Whether an array must apply this plan, judged in Python integers."""
-    if any(t.dtype not in INTEGER_DTYPES or tuple(t.shape) != SHAPE for t in (push, pull)):
-        return False
-    pairs = zip(push.reshape(-1).tolist(), pull.reshape(-1).tolist(), strict=True)
-    return all(p >= 0 and q >= 0 and p + q <= LIMIT for p, q in pairs)
-
-
-class Twin:
-    """A twin with the test's limit; what moved is its state, stream and pulse count, and
-    any plan over the limit that reached its physics (kept aside by a fence, not walked:
-    2**62 pulses would only exhaust memory)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.array = TwinArray(SHAPE, limits=PulseLimits(5.0, 1e-9, 1e-6, LIMIT))
-        self.over_limit: list[int] = []
-        walk = physics.apply_pulses_fast
-
-        def fenced(x, push, pull, *args, **kwargs):
-            if x is self.array.x:
-                most = max(p + q for p, q in zip(push.reshape(-1).tolist(),
-                                                 pull.reshape(-1).tolist(), strict=True))
-                if most > LIMIT:
-                    self.over_limit.append(most)
-                    return x, torch.zeros((), dtype=torch.bool)
-            return walk(x, push, pull, *args, **kwargs)
-
-        monkeypatch.setattr(physics, "apply_pulses_fast", fenced)
-
-    def state(self) -> tuple:
-        a = self.array
-        return a.x.clone(), a.generator.get_state(), a.pulses_applied, len(self.over_limit)
-
-    def unchanged(self, before: tuple) -> bool:
-        x, stream, pulses, over = self.state()
-        return (torch.equal(x, before[0]) and torch.equal(stream, before[1])
-                and (pulses, over) == before[2:])
-
-    def check_delivered(self, before: tuple, push: torch.Tensor, pull: torch.Tensor) -> None:
-        """The twin counts the pulses that reached it (in total, not per device)."""
-        assert self.over_limit[before[3]:] == [], f"over the limit: {self.over_limit}"
-        assert self.array.pulses_applied - before[2] == int(push.sum()) + int(pull.sum())
-
-
-class Lab:
-    """A hardware array on the virtual lab; what moved is the lab's delivery counters, its
-    message count, and any burst over the limit (kept aside, not fired pulse by pulse)."""
-
-    def __init__(self, folder) -> None:
-        self.lab, self.array = open_lab_array(
-            lab_config(folder, shape=SHAPE, limits={"max_pulses_per_device": LIMIT}))
-        self.over_limit: list = []
-        deliver = self.lab.deliver
-
-        def guarded(bursts):
-            big = [b for b in bursts if b.pulses > LIMIT]
-            if big:  # already a failure; expanding 2**63 pulses would only hang the test
-                self.over_limit.extend(big)
-                return
-            deliver(bursts)
-
-        self.lab.deliver = guarded  # type: ignore[method-assign]
-
-    def state(self) -> tuple:
-        lab = self.lab
-        return (lab.delivered_push.clone(), lab.delivered_pull.clone(),
-                sum(lab.message_counts().values()), len(self.over_limit))
-
-    def unchanged(self, before: tuple) -> bool:
-        push, pull, messages, over = self.state()
-        return (torch.equal(push, before[0]) and torch.equal(pull, before[1])
-                and messages == before[2] and over == before[3] and self.lab.is_safe())
-
-    def check_delivered(self, before: tuple, push: torch.Tensor, pull: torch.Tensor) -> None:
-        """The lab's counters grew by exactly the plan, device by device."""
-        assert self.over_limit[before[3]:] == [], f"bursts over the limit: {self.over_limit}"
-        assert self.lab.is_safe()
-        now_push, now_pull, _, _ = self.state()
-        got_push = (now_push - before[0]).reshape(SHAPE)
-        got_pull = (now_pull - before[1]).reshape(SHAPE)
-        most = int((got_push + got_pull).max())
-        assert most <= LIMIT, f"the lab delivered {most} pulses to one device (limit {LIMIT})"
-        assert torch.equal(got_push, push) and torch.equal(got_pull, pull)
-
-    def close(self) -> None:
-        self.array.close()
-        self.lab.stop()
-
-
-def attempt(backend: Twin | Lab, push: torch.Tensor, pull: torch.Tensor) -> None:
-    """The claim for one plan: applied exactly if allowed, else refused with nothing moved."""
-    must_apply = allowed(push, pull)
-    before = backend.state()
-    try:
-        receipt = backend.array.apply(PulsePlan(push, pull, NOMINAL, NOMINAL))
-    except DwlabError as exc:
-        event(f"refused: {type(exc).__name__}")
-        assert not must_apply, f"an allowed plan was refused: {exc}"
-        assert backend.unchanged(before), f"refused ({exc}) but something moved"
-        return
-    event("applied")
-    wide_push, wide_pull = push.to(torch.long), pull.to(torch.long)
-    backend.check_delivered(before, wide_push, wide_pull)
-    assert must_apply, f"a plan that must be refused was applied: {push!r} {pull!r}"
-    assert torch.equal(receipt.push_applied, wide_push)
-    assert torch.equal(receipt.pull_applied, wide_pull)
+def check(backend: Twin | Lab, push: torch.Tensor, pull: torch.Tensor) -> None:
+    event(attempt(backend, push, pull, allowed(push, pull)))
 
 
 def _one_device(dtype: torch.dtype, n_push: int, n_pull: int):
@@ -209,8 +105,9 @@ def _with_issue_cases(test):
 
 @pytest.fixture(scope="module")
 def twin():
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        yield Twin(monkeypatch)
+    backend = Twin()
+    yield backend
+    backend.close()
 
 
 @pytest.fixture(scope="module")
@@ -224,14 +121,27 @@ def lab(tmp_path_factory):
 @_with_issue_cases
 @given(plan=plans())
 def test_every_plan_applies_within_the_limit_or_leaves_the_twin_untouched(twin, plan):
-    attempt(twin, *plan)
+    check(twin, *plan)
 
 
 @settings(BOUNDED, max_examples=80)
 @_with_issue_cases
 @given(plan=plans())
 def test_no_plan_over_the_limit_reaches_the_virtual_lab(lab, plan):
-    attempt(lab, *plan)
+    check(lab, *plan)
+
+
+@pytest.mark.parametrize("period", [math.nan, 0.0, 1e-8])
+def test_a_pulse_period_that_breaks_the_duty_cycle_is_refused_before_any_message(lab, period):
+    """The lab array allows a duty cycle of 0.5: a 1e-8 s pulse needs a period of at least
+    2e-8 s. A NaN or zero period must not pass as no duty cycle at all."""
+    kept = lab.array.pulse_period_seconds
+    lab.array.pulse_period_seconds = period
+    try:
+        small = torch.full(SHAPE, 2), torch.full(SHAPE, 1)
+        assert attempt(lab, *small, None) == "refused: PulseLimitError"
+    finally:
+        lab.array.pulse_period_seconds = kept
 
 
 @pytest.mark.parametrize("dtype, n_push, n_pull", ISSUE_CASES)
