@@ -136,8 +136,9 @@ class HardwareArray(ArrayBase):
         """Every check an apply makes before sending anything (shape, limits, duty cycle)."""
         plan.check_against(self.shape, self.limits)
         for what, shape in (("push pulse", plan.push_shape), ("pull pulse", plan.pull_shape)):
-            duty = shape.width_seconds / self.pulse_period_seconds
-            if duty > self.limits.max_duty_cycle:
+            period = self.pulse_period_seconds
+            duty = shape.width_seconds / period if period > 0 else math.inf
+            if not duty <= self.limits.max_duty_cycle:  # a NaN period fails too
                 raise PulseLimitError(
                     f"{what}: width {shape.width_seconds:g} s at a period of "
                     f"{self.pulse_period_seconds:g} s is a duty cycle of {duty:.3g}, above "

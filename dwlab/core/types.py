@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,8 @@ PUSH = +1
 """Polarity that moves a wall towards the track end of high conductance (G_P)."""
 PULL = -1
 """Polarity that moves a wall towards the track end of low conductance (G_AP)."""
+MAX_COUNT = 2**63 - 1
+"""The largest pulse count a plan can hold: counts are int64 from the plan on."""
 
 
 def _positive_finite(value: float, name: str) -> float:
@@ -55,14 +58,20 @@ class PulseLimits:
         _positive_finite(self.max_width_seconds, "max_width_seconds")
         if self.min_width_seconds > self.max_width_seconds:
             raise ValueError("min_width_seconds exceeds max_width_seconds")
-        if int(self.max_pulses_per_device) < 1:
-            raise ValueError("max_pulses_per_device must be at least 1")
+        try:
+            count = operator.index(self.max_pulses_per_device)
+        except TypeError:
+            raise ValueError(f"max_pulses_per_device must be an integer, got "
+                             f"{self.max_pulses_per_device!r}") from None
+        if not 1 <= count <= MAX_COUNT:
+            raise ValueError(f"max_pulses_per_device must lie in [1, 2**63 - 1], got {count}")
+        object.__setattr__(self, "max_pulses_per_device", count)
         if not 0 < self.max_duty_cycle <= 1:
             raise ValueError("max_duty_cycle must lie in (0, 1]")
 
     def check_shape(self, shape: PulseShape, what: str = "pulse") -> None:
         """Raise :class:`PulseLimitError` if ``shape`` lies outside these limits."""
-        if shape.amplitude_volts > self.max_amplitude_volts:
+        if not shape.amplitude_volts <= self.max_amplitude_volts:  # NaN fails too
             raise PulseLimitError(
                 f"{what}: amplitude {shape.amplitude_volts:g} V exceeds the limit "
                 f"{self.max_amplitude_volts:g} V"
@@ -74,36 +83,81 @@ class PulseLimits:
             )
 
     def check_plan(self, plan: PulsePlan) -> None:
-        """Raise :class:`PulseLimitError` if ``plan`` breaks any limit."""
+        """Raise :class:`PulseLimitError` (or :class:`PlanError`) if ``plan`` breaks any limit.
+
+        The counts are checked again here, as they are now (a plan's tensors can be edited
+        in place after it was built), and the per-device total is compared in a form that
+        cannot overflow: ``pull > limit`` or ``push > limit - pull``.
+        """
         self.check_shape(plan.push_shape, "push pulse")
         self.check_shape(plan.pull_shape, "pull pulse")
-        if not plan.push.numel():
+        push, most_push = _as_counts(plan.push, "push")
+        pull, most_pull = _as_counts(plan.pull, "pull")
+        _same_shape(push, pull)
+        limit = self.max_pulses_per_device
+        if most_push + most_pull <= limit:  # Python integers: no wrap-around
             return
-        # Cheap bound first: the exact per-device maximum is needed only when it could fail.
-        if int(plan.push.max()) + int(plan.pull.max()) <= self.max_pulses_per_device:
+        over = (pull > limit) | (push > limit - pull.clamp(max=limit))
+        if not bool(over.any()):
             return
-        most = int(plan.total_per_device().max())
-        if most > self.max_pulses_per_device:
-            raise PulseLimitError(
-                f"plan sends {most} pulses to one device; the limit is "
-                f"{self.max_pulses_per_device} per apply"
-            )
+        device = _first(over)
+        n_push, n_pull = int(push[device]), int(pull[device])
+        raise PulseLimitError(
+            f"plan sends {n_push} push + {n_pull} pull = {n_push + n_pull} pulses to device "
+            f"{_name(device)}; the limit is {limit} per apply"
+        )
 
 
-def _count_tensor(counts: Any, name: str) -> torch.Tensor:
-    counts = torch.as_tensor(counts)
+def _first(mask: torch.Tensor) -> tuple[int, ...]:
+    """Index of the first true entry of ``mask`` (which has one)."""
+    return tuple(int(i) for i in torch.nonzero(mask)[0])
+
+
+def _name(index: tuple[int, ...]) -> str:
+    return str(index[0]) if len(index) == 1 else str(index)
+
+
+def _as_counts(values: Any, name: str) -> tuple[torch.Tensor, int]:
+    """``values`` as a dense int64 tensor of pulse counts, converted losslessly, and its
+    largest entry (0 when empty); else :class:`PlanError` saying what and where."""
+    try:
+        counts = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise PlanError(f"{name} counts are not an array of integers: {exc}") from None
+    if counts.layout != torch.strided:
+        raise PlanError(f"{name} counts must be a dense tensor, got layout {counts.layout}")
     if counts.is_floating_point() or counts.is_complex() or counts.dtype == torch.bool:
         raise PlanError(f"{name} counts must be integers, got dtype {counts.dtype}")
-    if counts.numel() and int(counts.min()) < 0:
-        raise PlanError(f"{name} counts must be non-negative")
-    return counts
+    # Every integer dtype widens to int64 losslessly, except uint64 from 2**63 on: those
+    # wrap to negative values, which the sign check below refuses (naming the true value).
+    wide = counts.to(torch.long)
+    if not wide.numel():
+        return wide, 0
+    low, high = (int(v) for v in torch.aminmax(wide))
+    if low < 0:
+        device = _first(wide < 0)
+        value = int(wide[device])
+        if counts.dtype == torch.uint64:
+            raise PlanError(f"{name} count {value + 2**64} at device {_name(device)} exceeds "
+                            f"the largest possible count {MAX_COUNT}")
+        raise PlanError(f"{name} count {value} at device {_name(device)} is negative")
+    return wide, high
+
+
+def _same_shape(push: torch.Tensor, pull: torch.Tensor) -> None:
+    if push.shape != pull.shape:
+        raise PlanError(
+            f"push counts have shape {tuple(push.shape)} but pull counts {tuple(pull.shape)}"
+        )
 
 
 @dataclass(frozen=True)
 class PulsePlan:
     """Per-device push and pull pulse counts for one ``apply``.
 
-    ``push`` and ``pull`` are dense integer tensors with the array's shape. The array
+    ``push`` and ``pull`` are dense integer tensors with the array's shape, of any integer
+    dtype; the plan holds them as int64 (converted losslessly, or refused with
+    :class:`PlanError`: floats, bools, negative counts, counts past ``MAX_COUNT``). The array
     interleaves the two polarities as hardware would (see the twin and HardwareArray).
     """
 
@@ -113,26 +167,23 @@ class PulsePlan:
     pull_shape: PulseShape
 
     def __post_init__(self) -> None:
-        push = _count_tensor(self.push, "push")
-        pull = _count_tensor(self.pull, "pull")
-        if push.shape != pull.shape:
-            raise PlanError(
-                f"push counts have shape {tuple(push.shape)} but pull counts {tuple(pull.shape)}"
-            )
+        for what in ("push_shape", "pull_shape"):
+            if not isinstance(getattr(self, what), PulseShape):
+                raise PlanError(f"{what} must be a PulseShape, got {getattr(self, what)!r}")
+        push, _ = _as_counts(self.push, "push")
+        pull, _ = _as_counts(self.pull, "pull")
+        _same_shape(push, pull)
         object.__setattr__(self, "push", push)
         object.__setattr__(self, "pull", pull)
 
     @classmethod
     def uniform(cls, push: Any, pull: Any, shape: PulseShape) -> PulsePlan:
         """A plan with the same pulse shape for both polarities."""
-        return cls(torch.as_tensor(push), torch.as_tensor(pull), shape, shape)
+        return cls(push, pull, shape, shape)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.push.shape)
-
-    def total_per_device(self) -> torch.Tensor:
-        return self.push + self.pull
 
     def total_pulses(self) -> int:
         return int(self.push.sum()) + int(self.pull.sum())
