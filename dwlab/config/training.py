@@ -9,10 +9,10 @@ from annotated_types import Ge, Gt, Interval
 from pydantic import Field, field_validator, model_validator
 
 from dwlab.config.convert import Schema
-from dwlab.config.quantities import Finite
+from dwlab.config.quantities import MAX_INT, Finite
 from dwlab.core.schemes import Scheme
 
-AtLeastOne = Annotated[int, Ge(1)]
+AtLeastOne = Annotated[int, Interval(ge=1, le=MAX_INT)]
 
 
 class ScheduleConfig(Schema):
@@ -102,7 +102,7 @@ class TrainingConfig(Schema):
     """Folder with the dataset files; empty means the default (Fashion-MNIST: the Debian
     package's folder)."""
     model: Literal["resnet18", "fc5", "mlp", "stochastic_binary"] = "mlp"
-    width: AtLeastOne = 64
+    width: Annotated[int, Interval(ge=1, le=65536)] = 64
     """ResNet18 base width, or hidden units of the flat networks."""
     epochs: AtLeastOne = 5
     batch_size: AtLeastOne = 64
@@ -136,6 +136,7 @@ class TrainingConfig(Schema):
     @field_validator("torch_device")
     @classmethod
     def _known_device(cls, device: str) -> str:
-        if not (device == "cpu" or device.startswith("cuda")):
+        index = device.removeprefix("cuda").removeprefix(":")
+        if not (device in ("cpu", "cuda") or device.startswith("cuda:") and index.isdigit()):
             raise ValueError(f"torch_device must be 'cpu' or 'cuda[:N]', got {device!r}")
         return device
