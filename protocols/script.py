@@ -29,6 +29,7 @@ from dwlab.protocols.engine import RunResult, RunStatus, jsonable, run_protocol
 from dwlab.protocols.estimate import Estimate, Target, Timing, preflight
 from dwlab.protocols.protocol import Protocol
 from dwlab.protocols.registry import get_protocol
+from pydantic import AfterValidator
 
 from dwlab.config import from_data, read_yaml, to_data
 from dwlab.config.quantities import Finite, check_shape
@@ -67,7 +68,7 @@ class ScriptConfig:
     """Lab config file (relative to the script) that names the array."""
     steps: list[StepConfig]
     array: str = "main"
-    shape: list[int] | None = None
+    shape: Annotated[list[int], AfterValidator(check_shape)] | None = None
     """Shape for twin arrays that the lab config leaves unsized."""
     seed_offset: int = 0
     max_duration_seconds: Annotated[Finite, Gt(0), Le(MAX_DURATION_SECONDS)] | None = None
@@ -77,8 +78,6 @@ class ScriptConfig:
     def validate(self) -> None:
         if not self.steps:
             raise ValueError("steps must list at least one protocol")
-        if self.shape is not None:
-            check_shape(self.shape)
 
 
 @dataclass
@@ -101,7 +100,7 @@ class Script:
 
     def check(self, target: Target) -> list[Estimate]:
         """Every step's estimate, refusing the script before any pulse if one breaks a limit
-        or the total duration is too long."""
+        or the total duration is too long (``max_duration_seconds``, else 30 days)."""
         timing = self.config.timing
         estimates = []
         for step in self.steps:
@@ -112,8 +111,8 @@ class Script:
             except ValueError as exc:  # PulseLimitError keeps its type
                 raise type(exc)(f"step '{step.label}': {exc}") from None
         total = sum(e.duration_seconds(timing) for e in estimates)
-        limit = self.config.max_duration_seconds
-        if limit is not None and total > limit:
+        limit = self.config.max_duration_seconds or MAX_DURATION_SECONDS
+        if total > limit:
             raise ProtocolError(
                 f"script '{self.config.name}': estimated duration {total:.1f} s exceeds "
                 f"max_duration_seconds {limit:.1f} s"

@@ -34,7 +34,8 @@ class LimitsConfig(Schema):
     @model_validator(mode="after")
     def _widths_ordered(self) -> LimitsConfig:
         if self.min_width_seconds > self.max_width_seconds:
-            raise ValueError(f"min_width_seconds {self.min_width_seconds:g} s exceeds "
+            raise KeyProblem("min_width_seconds",
+                             f"min_width_seconds {self.min_width_seconds:g} s exceeds "
                              f"max_width_seconds {self.max_width_seconds:g} s")
         return self
 

@@ -9,6 +9,7 @@ from annotated_types import Ge, Gt, Interval, Le
 from pydantic import Field, field_validator, model_validator
 
 from dwlab.config.convert import Schema
+from dwlab.config.problems import KeyProblem
 from dwlab.config.quantities import Amps, Finite, Ohms, Seconds, Siemens, Volts
 from dwlab.core.crosspoint import (
     MATRIX_ROWS,
@@ -20,6 +21,7 @@ from dwlab.core.crosspoint import (
 from dwlab.core.instruments import ROLES, drivers_for
 
 Positive = Gt(0)
+AtMost1S = Le(1.0)
 VISA_BACKENDS = ("py", "ivi", "ni", "sim")
 
 
@@ -119,24 +121,26 @@ class ReadConfig(Schema):
 
     bias_volts: Annotated[Volts, Positive] = 0.01
     compliance_amps: Annotated[Amps, Positive] = 1e-4
-    max_bias_volts: Annotated[Volts, Positive] = 0.1
+    max_bias_volts: Annotated[Volts, Positive, Le(100.0)] = 0.1
     """Safety limit: a larger bias is refused before any I/O."""
-    max_compliance_amps: Annotated[Amps, Positive] = 1e-3
+    max_compliance_amps: Annotated[Amps, Positive, Le(10.0)] = 1e-3
     """Safety limit on the compliance setting."""
     wires: Literal[2, 4] = 2
     nplc: Annotated[Finite, Field(ge=0.01, le=10)] = 0.1
-    series_resistance_ohms: Annotated[Ohms, Ge(0)] = 0.0
+    series_resistance_ohms: Annotated[Ohms, Ge(0), Le(1e6)] = 0.0
     """Lead and contact resistance in series with each device, subtracted from V / I."""
 
     @model_validator(mode="after")
     def _within_safety_limits(self) -> ReadConfig:
         if self.bias_volts > self.max_bias_volts:
-            raise ValueError(
+            raise KeyProblem(
+                "bias_volts",
                 f"bias_volts {self.bias_volts:g} V must lie in (0, max_bias_volts "
                 f"{self.max_bias_volts:g} V]"
             )
         if self.compliance_amps > self.max_compliance_amps:
-            raise ValueError(
+            raise KeyProblem(
+                "compliance_amps",
                 f"compliance_amps {self.compliance_amps:g} A must lie in (0, "
                 f"max_compliance_amps {self.max_compliance_amps:g} A]"
             )
@@ -146,15 +150,16 @@ class ReadConfig(Schema):
 class DeviceNominalConfig(Schema):
     """What characterisation found for the devices (``describe()`` reports it)."""
 
-    conductance_min_siemens: Annotated[Siemens, Positive]
-    conductance_max_siemens: Siemens
-    step_siemens: Annotated[Siemens, Positive]
-    step_sigma_siemens: Annotated[Siemens, Ge(0)]
+    conductance_min_siemens: Annotated[Siemens, Positive, AtMost1S]
+    conductance_max_siemens: Annotated[Siemens, AtMost1S]
+    step_siemens: Annotated[Siemens, Positive, AtMost1S]
+    step_sigma_siemens: Annotated[Siemens, Ge(0), AtMost1S]
 
     @model_validator(mode="after")
     def _window_ordered(self) -> DeviceNominalConfig:
         if not self.conductance_min_siemens < self.conductance_max_siemens:
-            raise ValueError("need 0 < conductance_min_siemens < conductance_max_siemens")
+            raise KeyProblem("conductance_max_siemens",
+                             "need 0 < conductance_min_siemens < conductance_max_siemens")
         return self
 
 

@@ -40,10 +40,13 @@ def check_calibration_paths(loaded: LoadedConfig) -> None:
     for key, twin in _twin_sections(loaded.config):
         if twin.calibration is not None:
             target = loaded.resolve(twin.calibration).resolve()
+            where = {"file": str(loaded.path), "key": f"{key}.calibration"}
             if not target.is_relative_to(folder):
                 raise ConfigError(f"calibration path '{twin.calibration}' leads outside the "
                                   f"config's folder {folder}; keep calibration files there "
-                                  "or below", file=str(loaded.path), key=f"{key}.calibration")
+                                  "or below", **where)
+            if not target.is_file():
+                raise ConfigError(f"calibration file not found: {target}", **where)
 
 
 def load_config(path: str | Path) -> LoadedConfig:

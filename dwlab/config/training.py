@@ -9,6 +9,7 @@ from annotated_types import Ge, Gt, Interval
 from pydantic import Field, field_validator, model_validator
 
 from dwlab.config.convert import Schema
+from dwlab.config.problems import KeyProblem
 from dwlab.config.quantities import MAX_INT, Finite
 from dwlab.core.schemes import Scheme
 
@@ -80,9 +81,9 @@ class ControllerConfig(Schema):
 
     @model_validator(mode="after")
     def _update_range_is_a_fraction(self) -> ControllerConfig:
-        # Reported against the controller section (its key since the first release).
         if self.update_range is not None and not 0 < self.update_range <= 1:
-            raise ValueError("update_range must lie in (0, 1] (a fraction of the window)")
+            raise KeyProblem("update_range",
+                             "update_range must lie in (0, 1] (a fraction of the window)")
         return self
 
 
