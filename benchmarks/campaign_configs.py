@@ -49,8 +49,10 @@ from dwlab.core.errors import ConfigError, DwlabError
 ROOT = Path(__file__).resolve().parents[1]
 LEAF_KINDS = ("nan", "inf", "zero", "negative", "huge", "wrong_type", "deep")
 ZERO_OK = {"seed", "latency_seconds", "series_resistance_ohms", "step_sigma_siemens",
-           "disturb_reads", "times_seconds", "temperature", "burn_in_epochs", "retries"}
+           "disturb_reads", "temperature", "burn_in_epochs", "retries"}
 """Keys where 0 means something."""
+ORDERED = {"times_seconds"}
+"""Lists whose values must not decrease (retention times): 0 is valid where order stays."""
 HUGE_OK = {"lr", "temperature", "burn_in_epochs"}
 """Algorithm settings where 1e30 is silly but safe (training diverges and says so)."""
 SECRET = "s3cret-line-that-must-never-be-quoted"
@@ -161,7 +163,12 @@ def mutate(case: Case) -> tuple[str, str | None]:
 def invalid(case: Case) -> bool | None:
     name = next((p for p in reversed(case.path) if isinstance(p, str)), "")
     if case.kind == "zero":
-        return name not in ZERO_OK
+        data = yaml.safe_load((ROOT / "lab_configs" / case.file).read_text())
+        if name in ORDERED:  # valid while the list stays in order
+            values = list(_at(data, case.path[:-1]))
+            values[int(case.path[-1])] = 0
+            return values != sorted(values)
+        return name not in ZERO_OK and _at(data, case.path) != 0  # 0 for 0 changes nothing
     if case.kind == "huge":
         return name not in HUGE_OK
     return None if case.kind == "value" else True

@@ -44,6 +44,14 @@ class LimitsConfig(Schema):
         return PulseLimits(**self.model_dump())
 
 
+def torch_device_name(device: str) -> str:
+    """'cpu', 'cuda' or 'cuda:N' (whether it exists is checked where a run starts)."""
+    index = device.removeprefix("cuda").removeprefix(":")
+    if not (device in ("cpu", "cuda") or device.startswith("cuda:") and index.isdigit()):
+        raise ValueError(f"torch_device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    return device
+
+
 class TwinConfig(Schema):
     """A simulated array: preset name, parameter overrides, optional calibration file."""
 
@@ -52,6 +60,8 @@ class TwinConfig(Schema):
     calibration: str | None = None
     """Path (relative to the config file) of a calibration YAML written by ``dwlab calibrate``."""
     torch_device: str = "cpu"
+
+    _known_device = field_validator("torch_device")(torch_device_name)
 
 
 class ArrayConfig(Schema):

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from annotated_types import Ge, Gt, Interval
 from pydantic import Field, field_validator, model_validator
 
+from dwlab.config.arrays import torch_device_name
 from dwlab.config.convert import Schema
 from dwlab.config.problems import KeyProblem
 from dwlab.config.quantities import MAX_INT, Finite
@@ -134,10 +135,4 @@ class TrainingConfig(Schema):
     channels_last: bool = False
     """channels_last memory format for conv nets (helps on CUDA, not on CPU)."""
 
-    @field_validator("torch_device")
-    @classmethod
-    def _known_device(cls, device: str) -> str:
-        index = device.removeprefix("cuda").removeprefix(":")
-        if not (device in ("cpu", "cuda") or device.startswith("cuda:") and index.isdigit()):
-            raise ValueError(f"torch_device must be 'cpu' or 'cuda[:N]', got {device!r}")
-        return device
+    _known_device = field_validator("torch_device")(torch_device_name)
