@@ -168,7 +168,9 @@ def invalid(case: Case) -> bool | None:
             values = list(_at(data, case.path[:-1]))
             values[int(case.path[-1])] = 0
             return values != sorted(values)
-        return name not in ZERO_OK and _at(data, case.path) != 0  # 0 for 0 changes nothing
+        original = _at(data, case.path)
+        unchanged = original == 0 and not isinstance(original, bool)  # 0 for 0
+        return name not in ZERO_OK and not unchanged
     if case.kind == "huge":
         return name not in HUGE_OK
     return None if case.kind == "value" else True
