@@ -18,7 +18,8 @@ def param(default: T, *, unit: str = "", help: str = "", min: float | None = Non
           max: float | None = None) -> T:
     """Declare one protocol parameter: default, unit, help text and inclusive bounds.
 
-    Bounds apply to a number or to every element of a list.
+    Bounds apply to a number or to every element of a list; they are checked, with the
+    exact key, when parameters are read from data (``from_data``).
     """
     meta = {"unit": unit, "help": help, "min": min, "max": max}
     if isinstance(default, list):
@@ -38,20 +39,12 @@ class ProtocolParams:
     )
 
     def validate(self) -> None:
+        # Types, finiteness and the declared bounds are checked as the data is read
+        # (dwlab.config.from_data); what remains is that lists hold something.
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            lo, hi = f.metadata.get("min"), f.metadata.get("max")
-            values = value if isinstance(value, list) else [value]
             if isinstance(value, list) and not value:
                 raise ValueError(f"{f.name} must not be empty")
-            for v in values:
-                if v is None or isinstance(v, str):
-                    continue
-                unit = f" {f.metadata.get('unit')}" if f.metadata.get("unit") else ""
-                if lo is not None and v < lo:
-                    raise ValueError(f"{f.name} = {v:g}{unit} is below the minimum {lo:g}{unit}")
-                if hi is not None and v > hi:
-                    raise ValueError(f"{f.name} = {v:g}{unit} is above the maximum {hi:g}{unit}")
 
 
 class ParamInfo(TypedDict):

@@ -19,19 +19,37 @@ first pulse. A run writes one folder with the script's metadata and one sub-fold
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from annotated_types import Gt, Le
 from dwlab.protocols.engine import RunResult, RunStatus, jsonable, run_protocol
 from dwlab.protocols.estimate import Estimate, Target, Timing, preflight
 from dwlab.protocols.protocol import Protocol
 from dwlab.protocols.registry import get_protocol
+from pydantic import AfterValidator
 
 from dwlab.config import from_data, read_yaml, to_data
+from dwlab.config.quantities import Finite, check_shape
 from dwlab.core.device import DeviceArray
 from dwlab.core.errors import ConfigError, ProtocolError
 from dwlab.records import atomic_write_json, base_metadata, new_run_dir, now_iso
+
+MAX_STEPS = 10_000
+"""The most steps a script may expand to (sweeps multiply)."""
+MAX_DURATION_SECONDS = 30 * 86400.0
+
+
+class ScriptError(ProtocolError, ConfigError):
+    """A protocol script is invalid: names the file and dotted key (``file``, ``key``)."""
+
+
+def _script_error(exc: ConfigError) -> ScriptError:
+    error = ScriptError(exc.reason, file=exc.file, key=exc.key)
+    error.args = exc.args  # all the problems found, as ConfigError worded them
+    return error
 
 
 @dataclass(frozen=True)
@@ -50,18 +68,16 @@ class ScriptConfig:
     """Lab config file (relative to the script) that names the array."""
     steps: list[StepConfig]
     array: str = "main"
-    shape: list[int] | None = None
+    shape: Annotated[list[int], AfterValidator(check_shape)] | None = None
     """Shape for twin arrays that the lab config leaves unsized."""
     seed_offset: int = 0
-    max_duration_seconds: float | None = None
+    max_duration_seconds: Annotated[Finite, Gt(0), Le(MAX_DURATION_SECONDS)] | None = None
     """Refuse the script if its estimated duration is longer."""
     timing: Timing = field(default_factory=Timing)
 
     def validate(self) -> None:
         if not self.steps:
             raise ValueError("steps must list at least one protocol")
-        if self.shape is not None and (not self.shape or min(self.shape) < 1):
-            raise ValueError("shape must be a list of positive integers")
 
 
 @dataclass
@@ -84,7 +100,7 @@ class Script:
 
     def check(self, target: Target) -> list[Estimate]:
         """Every step's estimate, refusing the script before any pulse if one breaks a limit
-        or the total duration is too long."""
+        or the total duration is too long (``max_duration_seconds``, else 30 days)."""
         timing = self.config.timing
         estimates = []
         for step in self.steps:
@@ -95,8 +111,8 @@ class Script:
             except ValueError as exc:  # PulseLimitError keeps its type
                 raise type(exc)(f"step '{step.label}': {exc}") from None
         total = sum(e.duration_seconds(timing) for e in estimates)
-        limit = self.config.max_duration_seconds
-        if limit is not None and total > limit:
+        limit = self.config.max_duration_seconds or MAX_DURATION_SECONDS
+        if total > limit:
             raise ProtocolError(
                 f"script '{self.config.name}': estimated duration {total:.1f} s exceeds "
                 f"max_duration_seconds {limit:.1f} s"
@@ -104,40 +120,45 @@ class Script:
         return estimates
 
 
-def _expand(step: StepConfig, index: int, file: str | None) -> list[ScriptStep]:
+def _expand(step: StepConfig, index: int, file: str | None, room: int) -> list[ScriptStep]:
+    """The runs of one step (one per sweep combination), at most ``room`` of them."""
     where = f"steps[{index}]"
     try:
         cls = get_protocol(step.protocol)
     except ProtocolError as exc:
-        where_msg = ConfigError(str(exc), file=file, key=f"{where}.protocol")
-        raise ProtocolError(str(where_msg)) from None
-    cls.from_data(step.params, file=file, key=f"{where}.params")
+        raise ScriptError(str(exc), file=file, key=f"{where}.protocol") from None
+    from_data(cls.Params, step.params, file=file, key=f"{where}.params")
     names = list(step.sweep)
     for name in names:
-        if not isinstance(step.sweep[name], list) or not step.sweep[name]:
-            where_msg = ConfigError("a sweep needs a non-empty list of values", file=file,
-                                    key=f"{where}.sweep.{name}")
-            raise ProtocolError(str(where_msg))
+        if not step.sweep[name]:
+            raise ScriptError("a sweep needs a non-empty list of values", file=file,
+                              key=f"{where}.sweep.{name}")
+    if math.prod(len(step.sweep[n]) for n in names) > room:
+        raise ScriptError(f"the script expands to more than {MAX_STEPS} steps", file=file,
+                          key=f"{where}.sweep")
     label = step.label or step.protocol
     out = []
     for values in itertools.product(*(step.sweep[n] for n in names)):
         data = {**step.params, **dict(zip(names, values, strict=True))}
-        protocol = cls.from_data(data, file=file, key=f"{where}.sweep" if names else
-                                 f"{where}.params")
+        params = from_data(cls.Params, data, file=file,
+                           key=f"{where}.sweep" if names else f"{where}.params")
+        protocol = cls(params)
         suffix = "".join(f"-{n}={v}" for n, v in zip(names, values, strict=True))
         out.append(ScriptStep(label + suffix, protocol))
     return out
 
 
 def script_from_data(data: object, file: str | None = None, path: Path | None = None) -> Script:
-    """Validate script data; every error is one ProtocolError naming the file and key."""
+    """Validate script data; every error is one ScriptError naming the file and key."""
     try:
         config = from_data(ScriptConfig, data, file=file)
+        steps: list[ScriptStep] = []
+        for i, step in enumerate(config.steps):
+            steps.extend(_expand(step, i, file, MAX_STEPS - len(steps)))
+    except ScriptError:
+        raise
     except ConfigError as exc:
-        raise ProtocolError(str(exc)) from None
-    steps = []
-    for i, step in enumerate(config.steps):
-        steps.extend(_expand(step, i, file))
+        raise _script_error(exc) from None
     return Script(config, steps, path)
 
 
@@ -146,7 +167,7 @@ def load_script(path: str | Path) -> Script:
     try:
         data = read_yaml(path)
     except ConfigError as exc:
-        raise ProtocolError(str(exc)) from None
+        raise _script_error(exc) from None
     return script_from_data(data, file=str(path), path=path)
 
 

@@ -23,6 +23,7 @@ import yaml
 from dwlab.sim.twin import TwinParams
 
 from dwlab.config import PulseConfig, from_data, read_yaml
+from dwlab.config.quantities import MaybeNaN
 from dwlab.core.errors import ConfigError
 from dwlab.records import atomic_write_text, now_iso
 
@@ -32,7 +33,8 @@ KIND = "dwlab-twin-calibration"
 @dataclass(frozen=True)
 class ParamEntry:
     value: float
-    stderr: float | None = None
+    stderr: MaybeNaN | None = None
+    """NaN where the calibration could not estimate it."""
     unit: str = ""
 
 

@@ -29,7 +29,8 @@ def _error(tmp_path, text) -> ConfigError:
     pytest.param("controller:\n  update_bits: seven\n", "controller.update_bits",
                  "expected an integer", id="wrong type"),
     pytest.param("arrays:\n  main:\n    limits: {max_amplitude_volts: 2.0}\n"
-                 "    pulse: {amplitude_volts: 3.0, width_seconds: 1.0e-8}\n", "arrays.main",
+                 "    pulse: {amplitude_volts: 3.0, width_seconds: 1.0e-8}\n",
+                 "arrays.main.pulse.amplitude_volts",
                  "exceeds", id="amplitude outside the limits"),
     pytest.param("controller:\n  scheme: magic\n", "controller.scheme", "push_pull_pair",
                  id="unknown literal value"),

@@ -133,7 +133,7 @@ def test_bf16_autocast_trains_on_cpu_and_update_range_is_overridden(
     assert main(["train", "--config", str(config), "--update-range", "2", "--no-float",
                  "--no-progress"]) != 0
     err = capsys.readouterr().err
-    assert "'controller'" in err and "update_range must lie in (0, 1]" in err
+    assert "'controller.update_range'" in err and "update_range must lie in (0, 1]" in err
     run_dir = tmp_path / "run"
     assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--bf16",
                  "--update-range", "0.05", "--no-float", "--no-progress"]) == 0

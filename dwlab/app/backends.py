@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dwlab.config import ArrayConfig, HardwareConfig, LoadedConfig
+from dwlab.config import ArrayConfig, HardwareConfig, LoadedConfig, TwinConfig
 from dwlab.core.device import DeviceArray
 from dwlab.core.errors import ConfigError
 from dwlab.core.roles import ConductanceMeter, PulseSource, Router
@@ -38,10 +38,13 @@ def limits_from_config(cfg: ArrayConfig) -> PulseLimits:
 def twin_params(loaded: LoadedConfig, name: str):
     """The ``TwinParams`` of twin array ``name``: preset, then calibration file, then the
     config's overrides. Every problem is a ConfigError naming file and key."""
+    return params_of_twin(loaded, loaded.config.arrays[name].twin, f"arrays.{name}.twin")
+
+
+def params_of_twin(loaded: LoadedConfig, twin: TwinConfig, where: str):
+    """The ``TwinParams`` of twin section ``twin`` (at dotted key ``where``)."""
     from dwlab.sim.twin import PRESETS
 
-    twin = loaded.config.arrays[name].twin
-    where = f"arrays.{name}.twin"
     if twin.preset not in PRESETS:
         raise ConfigError(
             f"unknown preset '{twin.preset}'; known presets: {', '.join(sorted(PRESETS))}",
@@ -64,6 +67,8 @@ def check_arrays(loaded: LoadedConfig) -> None:
     for name, cfg in loaded.config.arrays.items():
         if cfg.backend == "twin":
             twin_params(loaded, name)
+    if loaded.config.virtual_lab is not None:
+        params_of_twin(loaded, loaded.config.virtual_lab.twin, "virtual_lab.twin")
 
 
 def build_twin(

@@ -11,32 +11,16 @@ import dataclasses
 from enum import Enum
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ValidationError
 
+from dwlab.config.dataclass_schema import model_for, to_dataclass
 from dwlab.config.problems import config_error, problems
+from dwlab.config.schema import Schema
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-
-class Schema(BaseModel):
-    """Base of every config section: unknown keys refused, values immutable, no coercion
-    of types beyond numeric strings (``update_bits: "7"`` is an error, as in YAML)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True,
-                              use_attribute_docstrings=True)
-
-
-_WRAPPERS: dict[type, type[BaseModel]] = {}
-
-
-def _wrapper(cls: type) -> type[BaseModel]:
-    # pydantic takes a config for a plain dataclass only from a model that holds it; the
-    # config then applies to the dataclasses nested inside too.
-    if cls not in _WRAPPERS:
-        _WRAPPERS[cls] = create_model(f"{cls.__name__}Data", value=(cls, ...),
-                                      __config__=ConfigDict(extra="forbid"))
-    return _WRAPPERS[cls]
+__all__ = ["Schema", "evolve", "from_data", "to_data"]
 
 
 def _validate_hooks(obj: Any, key: str, found: list[tuple[str, str]]) -> None:
@@ -65,10 +49,9 @@ def from_data(cls: type[T], data: Any, *, file: str | None = None, key: str = ""
     try:
         if isinstance(cls, type) and issubclass(cls, BaseModel):
             return cls.model_validate(data)
-        obj = dict(_wrapper(cls).model_validate({"value": data}))["value"]
+        obj = to_dataclass(model_for(cls).model_validate(data))
     except ValidationError as exc:
-        raise config_error(problems(exc, cls, key, strip=0 if issubclass(cls, BaseModel)
-                                    else 1), file) from None
+        raise config_error(problems(exc, cls, key), file) from None
     found: list[tuple[str, str]] = []
     _validate_hooks(obj, key, found)
     if found:

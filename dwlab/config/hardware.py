@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from annotated_types import Ge, Gt
+from annotated_types import Ge, Gt, Interval, Le
 from pydantic import Field, field_validator, model_validator
 
 from dwlab.config.convert import Schema
+from dwlab.config.problems import KeyProblem
 from dwlab.config.quantities import Amps, Finite, Ohms, Seconds, Siemens, Volts
 from dwlab.core.crosspoint import (
     MATRIX_ROWS,
@@ -20,6 +21,8 @@ from dwlab.core.crosspoint import (
 from dwlab.core.instruments import ROLES, drivers_for
 
 Positive = Gt(0)
+AtMost1S = Le(1.0)
+VISA_BACKENDS = ("py", "ivi", "ni", "sim")
 
 
 class InstrumentConfig(Schema):
@@ -28,11 +31,20 @@ class InstrumentConfig(Schema):
     driver: str
     resource: str
     """e.g. ``GPIB0::10::INSTR`` or ``TCPIP::127.0.0.1::50301::SOCKET`` (virtual lab)."""
-    timeout_seconds: Annotated[Seconds, Positive] = 2.0
+    timeout_seconds: Annotated[Seconds, Positive, Le(600.0)] = 2.0
     channel: Literal[1, 2] = 1
     """Output channel (pulse generators)."""
     visa_library: str = "@py"
-    """PyVISA backend: '@py' (pyvisa-py) or '' (the system VISA, e.g. NI-VISA)."""
+    """PyVISA backend: '@py' (pyvisa-py), '' (the system VISA, e.g. NI-VISA), '@ivi',
+    '@sim' (pyvisa-sim), or a VISA library file, optionally followed by '@backend'."""
+
+    @field_validator("visa_library")
+    @classmethod
+    def _known_backend(cls, library: str) -> str:
+        if "@" in library and library.rpartition("@")[2] not in VISA_BACKENDS:
+            raise ValueError(f"unknown VISA backend in {library!r}; known: "
+                             f"{', '.join('@' + b for b in VISA_BACKENDS)}")
+        return library
 
 
 class InstrumentsConfig(Schema):
@@ -109,24 +121,26 @@ class ReadConfig(Schema):
 
     bias_volts: Annotated[Volts, Positive] = 0.01
     compliance_amps: Annotated[Amps, Positive] = 1e-4
-    max_bias_volts: Volts = 0.1
+    max_bias_volts: Annotated[Volts, Positive, Le(100.0)] = 0.1
     """Safety limit: a larger bias is refused before any I/O."""
-    max_compliance_amps: Amps = 1e-3
+    max_compliance_amps: Annotated[Amps, Positive, Le(10.0)] = 1e-3
     """Safety limit on the compliance setting."""
     wires: Literal[2, 4] = 2
     nplc: Annotated[Finite, Field(ge=0.01, le=10)] = 0.1
-    series_resistance_ohms: Annotated[Ohms, Ge(0)] = 0.0
+    series_resistance_ohms: Annotated[Ohms, Ge(0), Le(1e6)] = 0.0
     """Lead and contact resistance in series with each device, subtracted from V / I."""
 
     @model_validator(mode="after")
     def _within_safety_limits(self) -> ReadConfig:
         if self.bias_volts > self.max_bias_volts:
-            raise ValueError(
+            raise KeyProblem(
+                "bias_volts",
                 f"bias_volts {self.bias_volts:g} V must lie in (0, max_bias_volts "
                 f"{self.max_bias_volts:g} V]"
             )
         if self.compliance_amps > self.max_compliance_amps:
-            raise ValueError(
+            raise KeyProblem(
+                "compliance_amps",
                 f"compliance_amps {self.compliance_amps:g} A must lie in (0, "
                 f"max_compliance_amps {self.max_compliance_amps:g} A]"
             )
@@ -136,15 +150,16 @@ class ReadConfig(Schema):
 class DeviceNominalConfig(Schema):
     """What characterisation found for the devices (``describe()`` reports it)."""
 
-    conductance_min_siemens: Annotated[Siemens, Positive]
-    conductance_max_siemens: Siemens
-    step_siemens: Annotated[Siemens, Positive]
-    step_sigma_siemens: Annotated[Siemens, Ge(0)]
+    conductance_min_siemens: Annotated[Siemens, Positive, AtMost1S]
+    conductance_max_siemens: Annotated[Siemens, AtMost1S]
+    step_siemens: Annotated[Siemens, Positive, AtMost1S]
+    step_sigma_siemens: Annotated[Siemens, Ge(0), AtMost1S]
 
     @model_validator(mode="after")
     def _window_ordered(self) -> DeviceNominalConfig:
         if not self.conductance_min_siemens < self.conductance_max_siemens:
-            raise ValueError("need 0 < conductance_min_siemens < conductance_max_siemens")
+            raise KeyProblem("conductance_max_siemens",
+                             "need 0 < conductance_min_siemens < conductance_max_siemens")
         return self
 
 
@@ -155,11 +170,11 @@ class HardwareConfig(Schema):
     wiring: WiringConfig
     devices: DeviceNominalConfig
     read: ReadConfig = Field(default_factory=ReadConfig)
-    pulse_period_seconds: Annotated[Seconds, Positive] = 1.0e-6
+    pulse_period_seconds: Annotated[Seconds, Positive, Le(1000.0)] = 1.0e-6
     """Repetition period inside a burst; ``width / period`` is checked against the duty limit."""
     strategy: Literal["grouped", "naive"] = "grouped"
     """grouped: configure the pulser once per pulse shape; naive: once per device (benchmark)."""
     read_back: bool = False
     """Read each device right after its pulses (receipt ``details['read_back_siemens']``)."""
-    retries: Annotated[int, Ge(0)] = 1
+    retries: Annotated[int, Interval(ge=0, le=10)] = 1
     """Retries of idempotent commands (routing, reads) after a timeout or garbled reply."""

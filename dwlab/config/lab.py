@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from annotated_types import Interval
 from pydantic import Field, model_validator
 
 from dwlab.config.arrays import ArrayConfig
 from dwlab.config.convert import Schema
+from dwlab.config.problems import KeyProblem
+from dwlab.config.quantities import MAX_INT
 from dwlab.config.training import ControllerConfig, MappingRule, TrainingConfig
 from dwlab.config.virtual_lab import VirtualLabConfig, socket_port
 from dwlab.core.instruments import ROLES
@@ -15,7 +18,7 @@ from dwlab.core.instruments import ROLES
 
 class LabConfig(Schema):
     name: str = "unnamed"
-    seed: int = 0
+    seed: Annotated[int, Interval(ge=0, le=MAX_INT)] = 0
     arrays: dict[str, ArrayConfig] = Field(default_factory=lambda: {"main": ArrayConfig()})
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     mapping: list[MappingRule] = Field(default_factory=list)
@@ -28,12 +31,10 @@ class LabConfig(Schema):
     def _arrays_named_exist(self) -> LabConfig:
         for i, rule in enumerate(self.mapping):
             if rule.array not in self.arrays:
-                raise ValueError(
-                    f"mapping[{i}].array names '{rule.array}', not one of "
-                    f"{', '.join(sorted(self.arrays))}"
-                )
+                raise KeyProblem(f"mapping[{i}].array", f"names '{rule.array}', not one of "
+                                 f"{', '.join(sorted(self.arrays))}")
         if "main" not in self.arrays:
-            raise ValueError("arrays must contain 'main' (the default array)")
+            raise KeyProblem("arrays", "arrays must contain 'main' (the default array)")
         return self
 
     @model_validator(mode="after")
@@ -42,16 +43,18 @@ class LabConfig(Schema):
             return self
         served = self.arrays.get(self.virtual_lab.array)
         if served is None or served.backend != "hardware" or served.hardware is None:
-            raise ValueError(
-                f"virtual_lab.array '{self.virtual_lab.array}' must name a hardware array"
-            )
+            raise KeyProblem("virtual_lab.array", f"virtual_lab.array '{self.virtual_lab.array}' "
+                             "must name a hardware array")
         for role in ROLES:
-            resource = getattr(served.hardware.instruments, role).resource
-            if socket_port(resource) is None:
-                raise ValueError(
-                    f"virtual_lab serves arrays.{self.virtual_lab.array}: its {role} "
-                    f"resource '{resource}' must be TCPIP::127.0.0.1::PORT::SOCKET"
-                )
+            instrument = getattr(served.hardware.instruments, role)
+            key = f"arrays.{self.virtual_lab.array}.hardware.instruments.{role}"
+            if socket_port(instrument.resource) is None:
+                raise KeyProblem(f"{key}.resource", f"the virtual lab serves this array: "
+                                 f"'{instrument.resource}' must be TCPIP::127.0.0.1::PORT::SOCKET")
+            if instrument.visa_library != "@py":
+                raise KeyProblem(f"{key}.visa_library", "the virtual lab serves this array: "
+                                 f"'{instrument.visa_library}' must be '@py' (pyvisa-py "
+                                 "reaches the lab's sockets)")
         return self
 
 

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from dwlab.config.arrays import TwinConfig
 from dwlab.config.convert import from_data
 from dwlab.config.lab import LabConfig
+from dwlab.config.yaml_files import read_yaml
 from dwlab.core.errors import ConfigError
-
-
-def read_yaml(path: str | Path) -> Any:
-    """``yaml.safe_load`` a file, with a ConfigError for missing or unparsable files."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("file not found", file=str(path))
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", file=str(path)) from None
 
 
 @dataclass(frozen=True)
@@ -37,8 +26,33 @@ class LoadedConfig:
         return p if p.is_absolute() else (self.path.parent / p)
 
 
+def _twin_sections(config: LabConfig) -> Iterator[tuple[str, TwinConfig]]:
+    for name, array in config.arrays.items():
+        yield f"arrays.{name}.twin", array.twin
+    if config.virtual_lab is not None:
+        yield "virtual_lab.twin", config.virtual_lab.twin
+
+
+def check_calibration_paths(loaded: LoadedConfig) -> None:
+    """Every calibration file a config names lies inside the config's folder (or below):
+    a config cannot make dwlab read, and quote, files elsewhere."""
+    folder = loaded.path.parent.resolve()
+    for key, twin in _twin_sections(loaded.config):
+        if twin.calibration is not None:
+            target = loaded.resolve(twin.calibration).resolve()
+            where = {"file": str(loaded.path), "key": f"{key}.calibration"}
+            if not target.is_relative_to(folder):
+                raise ConfigError(f"calibration path '{twin.calibration}' leads outside the "
+                                  f"config's folder {folder}; keep calibration files there "
+                                  "or below", **where)
+            if not target.is_file():
+                raise ConfigError(f"calibration file not found: {target}", **where)
+
+
 def load_config(path: str | Path) -> LoadedConfig:
     """Read and validate a lab config file."""
     path = Path(path)
     data = read_yaml(path)
-    return LoadedConfig(from_data(LabConfig, data, file=str(path)), path)
+    loaded = LoadedConfig(from_data(LabConfig, data, file=str(path)), path)
+    check_calibration_paths(loaded)
+    return loaded

@@ -27,6 +27,15 @@ _EXPECTED = {
 }
 
 
+class KeyProblem(ValueError):
+    """Raised by a validator about one key below the model it validates (``key`` relative to
+    that model, e.g. ``pulse.amplitude_volts``), so that the error names that key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 def dotted_key(prefix: str, loc: tuple[Any, ...]) -> str:
     """``prefix`` extended by a pydantic location: ``mapping[0].array``."""
     key = prefix
@@ -77,8 +86,18 @@ def _allowed_keys(root: type, loc: tuple[Any, ...]) -> list[str]:
     return sorted(fields) if fields else []
 
 
+def _shown(value: Any, loc: tuple[Any, ...]) -> str:
+    """What was given, as the message quotes it: short, and for a whole file (the top
+    level) only its type, so that an error never echoes a file it refused."""
+    if not loc:
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
+
+
 def _problem(root: type, error: dict[str, Any]) -> str:
-    kind, loc, given = error["type"], error["loc"], error.get("input")
+    kind, loc = error["type"], error["loc"]
+    given = _shown(error.get("input"), loc)
     if kind == "missing":
         return f"required key '{loc[-1]}' is missing"
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
@@ -86,23 +105,24 @@ def _problem(root: type, error: dict[str, Any]) -> str:
         listed = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
         return f"unknown key '{loc[-1]}'{listed}"
     if kind in _EXPECTED:
-        return f"expected {_EXPECTED[kind]}, got {given!r}"
+        return f"expected {_EXPECTED[kind]}, got {given}"
     if kind in ("enum", "literal_error"):
-        return f"expected one of {error['ctx']['expected']}, got {given!r}"
+        return f"expected one of {error['ctx']['expected']}, got {given}"
     message = error["msg"].removeprefix("Value error, ")
     if message.startswith("Input should be "):
-        message = f"must be {message.removeprefix('Input should be ')}, got {given!r}"
+        message = f"must be {message.removeprefix('Input should be ')}, got {given}"
     return message
 
 
-def problems(exc: ValidationError, root: type, key: str = "",
-             strip: int = 0) -> list[tuple[str, str]]:
-    """(dotted key, problem) for every error; ``strip`` drops leading wrapper locations."""
+def problems(exc: ValidationError, root: type, key: str = "") -> list[tuple[str, str]]:
+    """(dotted key, problem) for every error."""
     out = []
     for error in exc.errors():
-        loc = error["loc"][strip:]
-        out.append((dotted_key(key, loc) or "(top level)",
-                    _problem(root, {**error, "loc": loc})))
+        where = dotted_key(key, error["loc"])
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, KeyProblem):
+            where = f"{where}.{cause.key}" if where else cause.key
+        out.append((where.replace(".[", "[") or "(top level)", _problem(root, dict(error))))
     return out
 
 

@@ -12,7 +12,8 @@ from functools import cache
 from typing import Annotated, Any
 
 import pint
-from pydantic import BeforeValidator, Field
+from annotated_types import Ge, Le
+from pydantic import AfterValidator, BeforeValidator, Field
 
 
 def parse_number(value: Any) -> Any:
@@ -71,3 +72,33 @@ Ohms = _quantity("ohm")
 UNIT_SUFFIXES = {"_volts": Volts, "_seconds": Seconds, "_siemens": Siemens, "_amps": Amps,
                  "_ohms": Ohms}
 """Field-name suffix -> the quantity type such a field must have (a test checks)."""
+
+
+def _not_infinite(value: float) -> float:
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("must be a finite number or NaN")
+    return value
+
+
+MaybeNaN = Annotated[float, BeforeValidator(parse_number), AfterValidator(_not_infinite)]
+"""A float that may be NaN (not known), never infinite: e.g. a standard error that a
+calibration could not estimate."""
+
+MAX_INT = 2**31 - 1
+Int = Annotated[int, Ge(-MAX_INT), Le(MAX_INT)]
+"""An integer of a plain dataclass (protocol parameters, scripts): a 32-bit count."""
+
+MAX_DEVICES = 2**24
+"""The most devices an array (the product of its shape) may have."""
+
+
+def check_shape(shape: list[int]) -> list[int]:
+    """A non-empty list of positive sizes whose product is at most MAX_DEVICES."""
+    if not shape or min(shape) < 1:
+        raise ValueError("shape must be a non-empty list of positive integers")
+    total = 1
+    for n in shape:
+        total *= n
+        if total > MAX_DEVICES:
+            raise ValueError(f"shape {shape} has more than {MAX_DEVICES} devices")
+    return shape

@@ -8,11 +8,13 @@ from typing import Annotated, Literal
 from annotated_types import Ge, Gt, Interval
 from pydantic import Field, field_validator, model_validator
 
+from dwlab.config.arrays import torch_device_name
 from dwlab.config.convert import Schema
-from dwlab.config.quantities import Finite
+from dwlab.config.problems import KeyProblem
+from dwlab.config.quantities import MAX_INT, Finite
 from dwlab.core.schemes import Scheme
 
-AtLeastOne = Annotated[int, Ge(1)]
+AtLeastOne = Annotated[int, Interval(ge=1, le=MAX_INT)]
 
 
 class ScheduleConfig(Schema):
@@ -80,9 +82,9 @@ class ControllerConfig(Schema):
 
     @model_validator(mode="after")
     def _update_range_is_a_fraction(self) -> ControllerConfig:
-        # Reported against the controller section (its key since the first release).
         if self.update_range is not None and not 0 < self.update_range <= 1:
-            raise ValueError("update_range must lie in (0, 1] (a fraction of the window)")
+            raise KeyProblem("update_range",
+                             "update_range must lie in (0, 1] (a fraction of the window)")
         return self
 
 
@@ -102,7 +104,7 @@ class TrainingConfig(Schema):
     """Folder with the dataset files; empty means the default (Fashion-MNIST: the Debian
     package's folder)."""
     model: Literal["resnet18", "fc5", "mlp", "stochastic_binary"] = "mlp"
-    width: AtLeastOne = 64
+    width: Annotated[int, Interval(ge=1, le=65536)] = 64
     """ResNet18 base width, or hidden units of the flat networks."""
     epochs: AtLeastOne = 5
     batch_size: AtLeastOne = 64
@@ -133,9 +135,4 @@ class TrainingConfig(Schema):
     channels_last: bool = False
     """channels_last memory format for conv nets (helps on CUDA, not on CPU)."""
 
-    @field_validator("torch_device")
-    @classmethod
-    def _known_device(cls, device: str) -> str:
-        if not (device == "cpu" or device.startswith("cuda")):
-            raise ValueError(f"torch_device must be 'cpu' or 'cuda[:N]', got {device!r}")
-        return device
+    _known_device = field_validator("torch_device")(torch_device_name)

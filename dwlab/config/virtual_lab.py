@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from annotated_types import Ge
+from annotated_types import Ge, Interval, Le
 from pydantic import Field
 
 from dwlab.config.arrays import TwinConfig
 from dwlab.config.convert import Schema
-from dwlab.config.quantities import Seconds
+from dwlab.config.quantities import MAX_INT, Seconds
 
 
 class FaultConfig(Schema):
@@ -19,9 +19,9 @@ class FaultConfig(Schema):
     kind: Literal["timeout", "drop", "error", "garble"]
     """timeout: a query gets no reply; drop: the connection closes; error: an entry goes
     into the error queue; garble: a query gets an unparsable reply."""
-    after: int = 0
+    after: Annotated[int, Interval(ge=0, le=MAX_INT)] = 0
     """Messages that pass before the fault fires."""
-    times: int = 1
+    times: Annotated[int, Interval(ge=1, le=MAX_INT)] = 1
     match: str | None = None
     """Only messages containing this text count and fault."""
 
@@ -35,8 +35,8 @@ class VirtualLabConfig(Schema):
 
     array: str
     twin: TwinConfig = Field(default_factory=TwinConfig)
-    seed_offset: int = 1000
-    latency_seconds: Annotated[Seconds, Ge(0)] = 0.0
+    seed_offset: Annotated[int, Interval(ge=0, le=MAX_INT)] = 1000
+    latency_seconds: Annotated[Seconds, Ge(0), Le(10.0)] = 0.0
     """Added before handling each message."""
     faults: list[FaultConfig] = Field(default_factory=list)
     autostart: bool = False

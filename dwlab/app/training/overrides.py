@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dwlab.config import LabConfig, LoadedConfig, from_data, load_config, to_data
+from dwlab.core.errors import ConfigError
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
@@ -41,8 +42,30 @@ def config_with_overrides(path: Path, args: argparse.Namespace, **training: Any
                "limit_test": args.limit_test, "data_dir": data_dir,
                "torch_device": args.device, "bf16": args.bf16 or None,
                **{k: v for k, v in training.items() if v is not None}}
-    return with_training_overrides(load_config(path),
-                                   controller={"update_range": args.update_range}, **changes)
+    loaded = with_training_overrides(load_config(path),
+                                     controller={"update_range": args.update_range}, **changes)
+    check_torch_devices(loaded, "--device" if args.device else None)
+    return loaded
+
+
+def check_torch_devices(loaded: LoadedConfig, option: str | None = None) -> None:
+    """Every torch device the config names exists in this torch build, checked before a run
+    creates anything; the error names the option that set it, or the file and key."""
+    import torch
+
+    names = {"training.torch_device": loaded.config.training.torch_device}
+    names.update({f"arrays.{name}.twin.torch_device": a.twin.torch_device
+                  for name, a in loaded.config.arrays.items() if a.backend == "twin"})
+    for key, device in names.items():
+        if device == "cpu":
+            continue
+        index = int(device.partition(":")[2] or 0)
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA (a CPU-only build or no GPU)"
+            where = f"{option} {device}" if option else f"'{device}'"
+            raise ConfigError(f"torch device {where} is not available: this torch has {have}",
+                              file=str(loaded.path), key=key)
 
 
 def with_training_overrides(loaded: LoadedConfig, controller: dict[str, Any] | None = None,
