@@ -16,9 +16,9 @@ class FaultConfig(Schema):
     """A fault the virtual lab injects into one instrument's conversation."""
 
     instrument: Literal["pulser", "meter", "router"]
-    kind: Literal["timeout", "drop", "error", "garble"]
+    kind: Literal["timeout", "drop", "error", "garble", "kill"]
     """timeout: a query gets no reply; drop: the connection closes; error: an entry goes
-    into the error queue; garble: a query gets an unparsable reply."""
+    into the error queue; garble: a query gets an unparsable reply; kill: the server dies."""
     after: int = 0
     """Messages that pass before the fault fires."""
     times: int = 1
