@@ -52,6 +52,8 @@ TEXT_LIMIT = 4000
 SAFE_STATE_CALLS = {"pulser": "output_off", "meter": "output_off", "router": "open_all"}
 RECORD_CALLS = {"pulser": "fire", "meter": "measure_current", "router": "route"}
 """Where a Ctrl-C may fall between pulses delivered and pulses recorded."""
+PULSE_MESSAGES = {"pulser": "*TRG", "meter": ":READ?", "router": "exclusiveclose"}
+"""What each instrument receives for the pulses of an apply (fire, read-back, routing)."""
 
 
 class InjectedInterrupt(KeyboardInterrupt):
@@ -294,12 +296,19 @@ def safe_state_cases(op: str) -> Iterator[Case]:
 
 
 def record_cases() -> Iterator[Case]:
-    """A Ctrl-C before and after each call that delivers or confirms pulses; floods of
-    long and of many bad lines before an apply."""
+    """Each fault on each message after an apply's last pulse (the apply is complete: its
+    record must survive the closing safe state); a Ctrl-C before and after each call that
+    delivers or confirms pulses; floods of long and of many bad lines before an apply."""
     messages = conversation("apply")
-    counts = {"pulser": sum("*TRG" in m for m in messages["pulser"]),
-              "meter": sum(m == ":READ?" for m in messages["meter"]),
-              "router": sum("exclusiveclose" in m for m in messages["router"])}
+    for case in fault_cases("apply"):
+        sent = messages[case.role]
+        counted = [i for i, m in enumerate(sent)
+                   if case.kind not in ("timeout", "garble") or is_query(m)]
+        if counted[case.after] > max(i for i, m in enumerate(sent)
+                                     if PULSE_MESSAGES[case.role] in m):
+            yield case
+    counts = {role: sum(mark in m for m in messages[role])
+              for role, mark in PULSE_MESSAGES.items()}
     for role, method in RECORD_CALLS.items():
         for after in range(counts[role]):
             for times in (0, 1):

@@ -220,7 +220,8 @@ def build_array(
 def close_array(array: DeviceArray) -> None:
     """Safe state, then release the array's connections (arrays without ``close`` hold
     none: safe state only)."""
-    getattr(array, "close", array.safe_state)()
+    close = getattr(array, "close", None)
+    (close or array.safe_state)()
 
 
 def start_virtual_lab(loaded: LoadedConfig) -> VirtualLab:
