@@ -88,11 +88,11 @@ def measure(path: Path, strategy: str, pulses: int, repeats: int) -> dict[str, f
             for _ in range(repeats):
                 push = torch.randint(1, pulses, SHAPE, generator=gen)
                 plan = PulsePlan.uniform(push, pulses - push, PulseShape(1.0, 1e-8))
-                logs_before = {r: len(i.log) for r, i in lab.instruments.items()}
+                logs_before = lab.message_counts()
                 start = time.perf_counter()
                 receipt = array.apply(plan)
                 seconds += time.perf_counter() - start
-                new = [m for r, i in lab.instruments.items() for m in i.log[logs_before[r]:]]
+                new = [m for r, i in lab.instruments.items() for m in i.since(logs_before[r])]
                 messages += len(new)
                 trips += sum(is_round_trip(m) for m in new)
                 updates += int(((receipt.push_applied + receipt.pull_applied) > 0).sum())
@@ -124,11 +124,11 @@ def measure_step(path: Path, read_back: bool, repeats: int) -> dict[str, float]:
             seconds = messages = trips = reads = updates = 0.0
             for _ in range(repeats):
                 model.weight.grad = torch.randn(SHAPE, generator=gen)
-                logs_before = {r: len(i.log) for r, i in lab.instruments.items()}
+                logs_before = lab.message_counts()
                 start = time.perf_counter()
                 opt.step()
                 seconds += time.perf_counter() - start
-                new = {r: i.log[logs_before[r]:] for r, i in lab.instruments.items()}
+                new = {r: i.since(logs_before[r]) for r, i in lab.instruments.items()}
                 messages += sum(len(m) for m in new.values())
                 trips += sum(is_round_trip(m) for ms in new.values() for m in ms)
                 reads += sum(is_reading(m) for m in new["meter"])

@@ -1,6 +1,9 @@
 """The base of every role adapter: one driver instance, its errors translated into
 dwlab's instrument errors, and retries only where repeating is safe (routing, reads),
-reconnecting after a dropped link.
+each on a fresh session.
+
+Every action is a function of the driver instance (``action(instrument)``), called with the
+instance of the current session: after a reconnect no action can reach the closed one.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pyvisa
 from pyvisa.constants import StatusCode
@@ -28,6 +31,21 @@ _CONNECTION_CODES = {
     StatusCode.error_invalid_object,
 }
 
+TEXT_LIMIT = 200
+"""Characters of an instrument's reply or error string kept in a dwlab message."""
+
+T = TypeVar("T")
+Action = Callable[[Any], T]
+"""Something done with the driver instance of the current session."""
+
+
+def clip(text: str, limit: int = TEXT_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was: what an instrument
+    sends ends up in messages and event logs, and must not flood them."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
 
 @contextlib.contextmanager
 def instrument_errors(name: str, what: str) -> Iterator[None]:
@@ -42,15 +60,17 @@ def instrument_errors(name: str, what: str) -> Iterator[None]:
             raise InstrumentTimeoutError(f"{name}: no reply in time to {what}") from exc
         if exc.error_code in _CONNECTION_CODES:
             raise InstrumentConnectionError(f"{name}: connection lost during {what}") from exc
-        raise InstrumentError(f"{name}: VISA error during {what}: {exc}") from exc
+        raise InstrumentError(f"{name}: VISA error during {what}: {clip(str(exc))}") from exc
     except pyvisa.errors.InvalidSession as exc:
         raise InstrumentConnectionError(f"{name}: connection closed during {what}") from exc
     except (ConnectionError, BrokenPipeError, EOFError) as exc:
         raise InstrumentConnectionError(f"{name}: connection lost during {what}") from exc
     except OSError as exc:
-        raise InstrumentConnectionError(f"{name}: I/O failure during {what}: {exc}") from exc
-    except (ValueError, IndexError, TypeError) as exc:
-        raise InstrumentReplyError(f"{name}: bad reply during {what}: {exc}") from exc
+        raise InstrumentConnectionError(f"{name}: I/O failure during {what}: {clip(str(exc))}"
+                                        ) from exc
+    except (ValueError, LookupError, TypeError) as exc:  # a reply that does not parse
+        raise InstrumentReplyError(f"{name}: bad reply during {what}: {clip(str(exc))}"
+                                   ) from exc
 
 
 def visa_socket(connection: Any) -> socket.socket | None:
@@ -76,13 +96,15 @@ def peer_closed(connection: Any) -> bool:
 
 
 class RoleAdapter:
-    """Holds one driver instance; reconnects through ``connect`` after a failure."""
+    """Holds one driver instance. A session that failed (timeout, dropped link, garbled
+    reply) is never used again: the next action opens a fresh one through ``connect``."""
 
     def __init__(self, name: str, connect: Callable[[], Any], retries: int = 1):
         self.name = name
         self._connect = connect
         self.retries = retries
         self.instrument = self._open("connecting")
+        self._failed = False  # the session failed: reconnect before the next action
 
     def _open(self, what: str) -> Any:
         try:
@@ -91,64 +113,66 @@ class RoleAdapter:
         except InstrumentConnectionError:
             raise
         except InstrumentError as exc:  # e.g. a VISA library or interface missing
-            raise InstrumentConnectionError(f"{self.name}: cannot open: {exc.__cause__}"
-                                            ) from exc
+            raise InstrumentConnectionError(
+                f"{self.name}: cannot open: {clip(str(exc.__cause__))}") from exc
 
     def reconnect(self) -> None:
         """A fresh session: no stale replies in the buffer, a live link."""
         with contextlib.suppress(Exception):
             self.instrument.adapter.close()
+        self._failed = True  # until the new session is open
         self.instrument = self._open("reconnecting")
+        self._failed = False
 
-    def _attempt(self, what: str, action: Callable[[], Any]) -> Any:
+    def _attempt(self, what: str, action: Action[T]) -> T:
+        """``action`` on the current session (a fresh one if the last failed)."""
+        if self._failed:
+            self.reconnect()
         try:
             with instrument_errors(self.name, what):
-                return action()
+                return action(self.instrument)
         except InstrumentTimeoutError as exc:
+            self._failed = True
             connection = getattr(getattr(self.instrument, "adapter", None), "connection", None)
             if peer_closed(connection):
                 raise InstrumentConnectionError(
                     f"{self.name}: the instrument closed the connection during {what}"
                 ) from exc
             raise
+        except InstrumentError:
+            self._failed = True
+            raise
 
-    def call(self, what: str, action: Callable[[], Any], *, idempotent: bool = False) -> Any:
-        """Run ``action``; repeat it (up to ``retries`` times, on a fresh connection) only
+    def call(self, what: str, action: Action[T], *, idempotent: bool = False) -> T:
+        """Run ``action``; repeat it (up to ``retries`` times, each on a fresh session) only
         if it is ``idempotent``. Pulses are never idempotent: a failed fire is reported,
         not repeated."""
-        attempts = 1 + (self.retries if idempotent else 0)
-        for attempt in range(attempts):
-            try:
+        for _ in range(self.retries if idempotent else 0):
+            with contextlib.suppress(InstrumentError):
                 return self._attempt(what, action)
-            except InstrumentError:
-                if attempt + 1 == attempts:
-                    raise
-                self.reconnect()
-        raise AssertionError("unreachable")
+        return self._attempt(what, action)
 
-    def shutdown_call(self, what: str, action: Callable[[], Any],
-                      confirm: Callable[[], bool]) -> None:
+    def shutdown_call(self, what: str, action: Action[Any], confirm: Action[bool]) -> None:
         """For safe-state commands: send, then ask the instrument whether it took effect.
-        On any failure, reconnect and try once more."""
+        On any failure, try once more on a fresh session."""
 
-        def act_and_confirm() -> None:
-            action()
-            if not confirm():
+        def act_and_confirm(instrument: Any) -> None:
+            action(instrument)
+            if not confirm(instrument):
                 raise InstrumentReplyError(f"{self.name}: {what} not confirmed")
 
         try:
             self._attempt(what, act_and_confirm)
         except InstrumentError:
-            self.reconnect()
             self._attempt(what, act_and_confirm)
 
     def identify(self) -> str:
-        return str(self.call("identify", lambda: self.instrument.id, idempotent=True)).strip()
+        return clip(str(self.call("identify", lambda inst: inst.id, idempotent=True)).strip())
 
     def errors(self) -> list[str]:
-        """Pop every entry of the instrument's error queue."""
-        entries = self.call("reading the error queue", self.instrument.check_errors)
-        return [", ".join(str(v) for v in e) if isinstance(e, (list, tuple)) else str(e)
+        """Pop every entry of the instrument's error queue (each cut to ``TEXT_LIMIT``)."""
+        entries = self.call("reading the error queue", lambda inst: inst.check_errors())
+        return [clip(", ".join(str(v) for v in e) if isinstance(e, (list, tuple)) else str(e))
                 for e in entries]
 
     def close(self) -> None:

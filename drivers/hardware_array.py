@@ -11,8 +11,10 @@ when the write and read paths share a routing (bias tee, ``wiring.shared_path``)
 Safety: the plan, the duty cycle, the read bias and the compliance are checked before any
 command is sent; the meter's compliance is set before its output is first switched on; every
 exit path (error, timeout, Ctrl-C) ends in :meth:`safe_state` (outputs off, every crosspoint
-open), and an aborted apply says what was applied before the stop (``exc.receipt``, the
-event log).
+open, or a :class:`~dwlab.drivers.safe_state.SafeStateError` naming what may remain on or
+closed). Records first: a completed apply is recorded (``last_receipt``, the ``apply``
+event) before its closing safe state, and an aborted one says what was applied before the
+stop (``exc.receipt``, the ``apply_aborted`` event).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from dwlab.drivers.adapters import clip
+from dwlab.drivers.firing_order import firing_groups
+from dwlab.drivers.safe_state import SafeStateError, make_safe
 
 from dwlab.core.device import ArrayBase
 from dwlab.core.errors import InstrumentError, InstrumentReplyError, PulseLimitError
 from dwlab.core.roles import ConductanceMeter, PulseSource, Router
 from dwlab.core.types import (
-    PULL,
     PUSH,
     ArrayInfo,
     Bursts,
@@ -38,9 +42,11 @@ from dwlab.core.types import (
     PulseReceipt,
     PulseShape,
     Readout,
-    interleaved,
 )
 from dwlab.records import now_iso
+
+EVENT_TEXT = 1000
+"""Characters of an error kept in an event or a composed message."""
 
 
 class HardwareArray(ArrayBase):
@@ -113,13 +119,16 @@ class HardwareArray(ArrayBase):
         self.pulses_applied = 0
         self.last_receipt: PulseReceipt | None = None
         self._routed: tuple[str, ...] | None = None
+        self._maybe_closed: frozenset[str] = frozenset()  # since the last confirmed open
         self.identity: dict[str, str] = {}
         try:
             for role in ("pulser", "meter", "router"):
                 self.identity[role] = getattr(self, role).identify()
             self.meter.configure(read_bias_volts, compliance_amps, wires, nplc)
-        finally:
-            self.safe_state()
+        except BaseException as exc:
+            self._stop_after(exc)
+            raise
+        self.safe_state()
 
     # -- DeviceArray -------------------------------------------------------------------
 
@@ -145,30 +154,6 @@ class HardwareArray(ArrayBase):
                     f"the limit {self.limits.max_duty_cycle:g}"
                 )
 
-    def groups(self, plan: PulsePlan) -> list[tuple[PulseShape, list[tuple[int, Bursts]]]]:
-        """The plan as (pulse shape, [(device, bursts)]) in the order it will be fired.
-
-        grouped: one group per pulse shape. naive (the baseline of the HIL benchmark): the
-        same bursts, but a group, so a pulser configuration, for every device and shape.
-        """
-        push = plan.push.reshape(-1).tolist()
-        pull = plan.pull.reshape(-1).tolist()
-        if plan.push_shape == plan.pull_shape:
-            items = [(i, interleaved(push[i], pull[i])) for i in range(self.size)
-                     if push[i] or pull[i]]
-            grouped = [(plan.push_shape, items)] if items else []
-        else:
-            grouped = []
-            for polarity, counts, shape in ((PUSH, push, plan.push_shape),
-                                            (PULL, pull, plan.pull_shape)):
-                items = [(i, [(polarity, n)]) for i, n in enumerate(counts) if n]
-                if items:
-                    grouped.append((shape, items))
-        if self.strategy == "naive":
-            per_device = [(shape, [item]) for shape, items in grouped for item in items]
-            return sorted(per_device, key=lambda group: group[1][0][0])  # device order
-        return grouped
-
     def apply(self, plan: PulsePlan) -> PulseReceipt:
         self.check_plan(plan)  # before any I/O
         started = time.perf_counter()
@@ -176,7 +161,7 @@ class HardwareArray(ArrayBase):
         pulled = torch.zeros(self.size, dtype=torch.long)
         read_back: dict[int, float] = {}
         in_flight: tuple[int, Bursts] | None = None
-        groups = self.groups(plan)
+        groups = firing_groups(plan, self.strategy)
         try:
             if self.read_back:
                 self.meter.output_on()
@@ -198,17 +183,15 @@ class HardwareArray(ArrayBase):
                 self._check_errors()
         except BaseException as exc:
             receipt = self._receipt(pushed, pulled, started, read_back, len(groups))
-            receipt.details["aborted"] = f"{type(exc).__name__}: {exc}"
+            receipt.details["aborted"] = clip(f"{type(exc).__name__}: {exc}", EVENT_TEXT)
             if in_flight is not None:
                 receipt.details["unconfirmed"] = {"device": in_flight[0],
                                                   "bursts": in_flight[1]}
-            self.last_receipt = receipt
-            self.pulses_applied += receipt.pulses_total
-            self._log({"event": "apply_aborted", "array": self.name,
-                       "error": receipt.details["aborted"],
-                       "pulses_applied": receipt.pulses_total,
-                       "devices_touched": int(((pushed + pulled) > 0).sum()),
-                       "unconfirmed": receipt.details.get("unconfirmed")})
+            self._record(receipt, {"event": "apply_aborted", "array": self.name,
+                                   "error": receipt.details["aborted"],
+                                   "pulses_applied": receipt.pulses_total,
+                                   "devices_touched": int(((pushed + pulled) > 0).sum()),
+                                   "unconfirmed": receipt.details.get("unconfirmed")})
             with contextlib.suppress(Exception):
                 exc.receipt = receipt  # type: ignore[attr-defined]
             if isinstance(exc, InstrumentError) and len(exc.args) == 1:
@@ -219,13 +202,19 @@ class HardwareArray(ArrayBase):
                 exc.args = (f"{exc.args[0]} ({note})",)
             self._stop_after(exc)
             raise
-        self.safe_state()
         receipt = self._receipt(pushed, pulled, started, read_back, len(groups))
-        self.last_receipt = receipt
-        self.pulses_applied += receipt.pulses_total
-        self._log({"event": "apply", "array": self.name, "pulses": receipt.pulses_total,
-                   "groups": receipt.details["groups"],
-                   "seconds": round(receipt.duration_seconds, 6)})
+        # recorded before the closing safe state: a failure there cannot lose it
+        self._record(receipt, {"event": "apply", "array": self.name,
+                               "pulses": receipt.pulses_total,
+                               "groups": receipt.details["groups"],
+                               "seconds": round(receipt.duration_seconds, 6)})
+        try:
+            self.safe_state()
+        except SafeStateError as exc:
+            exc.receipt = receipt  # type: ignore[attr-defined]
+            exc.args = (f"{exc.args[0]} (after all {receipt.pulses_total} pulses of the "
+                        "apply were applied)",)
+            raise
         return receipt
 
     def read(self, n_averages: int = 1, devices: torch.Tensor | None = None) -> Readout:
@@ -283,39 +272,44 @@ class HardwareArray(ArrayBase):
                               f"conductances within {max_rounds} write-verify rounds")
 
     def safe_state(self) -> None:
-        """Outputs off and every crosspoint open; tries every step even if one fails."""
-        failures = []
-        for step in (self.pulser.output_off, self.meter.output_off, self.router.open_all):
-            try:
-                step()
-            except Exception as exc:  # keep going: the other outputs must still go off
-                failures.append(exc)
+        """Outputs off and every crosspoint open; tries every step even if one fails. A
+        :class:`SafeStateError` (also in the event log) names what may remain on or closed."""
         self._routed = None
-        if failures:
-            raise failures[0]
+        try:
+            make_safe({"pulser": self.pulser, "meter": self.meter, "router": self.router},
+                      self._maybe_closed)
+        except BaseException as exc:
+            error = exc if isinstance(exc, SafeStateError) else getattr(
+                exc, "safe_state_error", None)
+            if error is not None:
+                self._log({"event": "safe_state_failed", "array": self.name,
+                           "error": clip(str(error), EVENT_TEXT),
+                           "unconfirmed": error.unconfirmed})
+            if error is None or "router" not in error.unconfirmed:
+                self._maybe_closed = frozenset()
+            raise
+        self._maybe_closed = frozenset()
 
     def _stop_after(self, exc: BaseException) -> None:
         """Safe state after a failure, keeping ``exc`` as the error the caller sees (a
-        failing clean-up is added to it instead of replacing it)."""
+        failing clean-up is added to it, as ``exc.safe_state_error``, instead of replacing
+        it)."""
         try:
             self.safe_state()
-        except Exception as cleanup:
-            self._log({"event": "safe_state_failed", "array": self.name,
-                       "error": f"{type(cleanup).__name__}: {cleanup}"})
+        except SafeStateError as cleanup:
+            with contextlib.suppress(Exception):
+                exc.safe_state_error = cleanup  # type: ignore[attr-defined]
             if isinstance(exc, InstrumentError) and len(exc.args) == 1:
-                exc.args = (f"{exc.args[0]}; and safe state FAILED: {cleanup}",)
-            else:
-                with contextlib.suppress(Exception):
-                    exc.safe_state_error = cleanup  # type: ignore[attr-defined]
+                exc.args = (f"{exc.args[0]}; and {cleanup}",)
+        except BaseException as interrupt:  # a Ctrl-C in the clean-up: the first error wins
+            cleanup_error = getattr(interrupt, "safe_state_error", interrupt)
+            with contextlib.suppress(Exception):
+                exc.safe_state_error = cleanup_error  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """Safe state, then disconnect every instrument (even when the safe state fails)."""
         try:
             self.safe_state()
-        except Exception as exc:
-            self._log({"event": "safe_state_failed", "array": self.name,
-                       "error": f"{type(exc).__name__}: {exc}"})
-            raise
         finally:
             for role in (self.pulser, self.meter, self.router):
                 role.close()
@@ -329,8 +323,10 @@ class HardwareArray(ArrayBase):
             crosspoints = self.write_paths[device] if write else self.read_paths[device]
         if crosspoints != self._routed:
             self._routed = None
+            self._maybe_closed |= frozenset(crosspoints)  # until the matrix confirms the route
             self.router.route(crosspoints)
             self._routed = crosspoints
+            self._maybe_closed = frozenset(crosspoints)  # an exclusive close
 
     def _conductance(self, current_amps: float) -> float:
         """Device conductance from the current at the read bias, lead resistance removed."""
@@ -353,7 +349,8 @@ class HardwareArray(ArrayBase):
         for role in ("pulser", "router"):
             entries = getattr(self, role).errors()
             if entries:
-                raise InstrumentReplyError(f"{role} reported: {'; '.join(entries)}")
+                raise InstrumentReplyError(clip(f"{role} reported: {'; '.join(entries)}",
+                                                EVENT_TEXT))
 
     def _receipt(self, pushed: torch.Tensor, pulled: torch.Tensor, started: float,
                  read_back: dict[int, float], groups: int) -> PulseReceipt:
@@ -368,6 +365,12 @@ class HardwareArray(ArrayBase):
         return PulseReceipt(push_applied=pushed.reshape(self.shape),
                             pull_applied=pulled.reshape(self.shape), devices_clipped=0,
                             duration_seconds=time.perf_counter() - started, details=details)
+
+    def _record(self, receipt: PulseReceipt, event: dict[str, Any]) -> None:
+        """What an apply delivered: the receipt, the array's pulse count and the event."""
+        self.last_receipt = receipt
+        self.pulses_applied += receipt.pulses_total
+        self._log(event)
 
     def _log(self, event: dict[str, Any]) -> None:
         if self.event_log is not None:

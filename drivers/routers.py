@@ -11,12 +11,12 @@ class Keithley707BRouter(RoleAdapter):
     """Router on a Keithley 707B switching matrix."""
 
     def route(self, crosspoints: Sequence[str]) -> None:
-        self.call("routing", lambda: self.instrument.route(list(crosspoints)), idempotent=True)
+        self.call("routing", lambda matrix: matrix.route(list(crosspoints)), idempotent=True)
 
     def open_all(self) -> None:
-        self.shutdown_call("opening every crosspoint", self.instrument.open_all,
-                           lambda: self.instrument.closed_channels == [])
+        self.shutdown_call("opening every crosspoint", lambda matrix: matrix.open_all(),
+                           lambda matrix: matrix.closed_channels == [])
 
     def closed(self) -> list[str]:
         return list(self.call("listing closed crosspoints",
-                              lambda: self.instrument.closed_channels, idempotent=True))
+                              lambda matrix: matrix.closed_channels, idempotent=True))

@@ -96,7 +96,7 @@ def test_a_dropped_pulser_connection_stops_the_run_and_reconnects_to_switch_off(
         array.apply(_all_push())
     receipt = _assert_stopped_and_recorded(lab, info, events)
     assert receipt.pulses_total == 10
-    assert lab.pulser.log[-2:] == [":OUTP1 0", ":OUTP1?"]  # sent on a new connection
+    assert list(lab.pulser.log)[-2:] == [":OUTP1 0", ":OUTP1?"]  # sent on a new connection
 
 
 def test_an_error_queue_entry_ends_the_group_with_a_clear_error(rig):
@@ -281,7 +281,7 @@ def test_identify_prints_identities_without_touching_outputs(tmp_path, capsys):
         assert running.pulser.idn in out and running.meter.idn in out
         assert running.matrix.idn in out
         for instrument in running.instruments.values():
-            assert instrument.log == ["*IDN?"]
+            assert list(instrument.log) == ["*IDN?"]
 
 
 # -- checked-in configs and the mixed mapping ------------------------------------------------

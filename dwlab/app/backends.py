@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dwlab.config import ArrayConfig, HardwareConfig, LoadedConfig, TwinConfig
 from dwlab.core.device import DeviceArray
-from dwlab.core.errors import ConfigError
+from dwlab.core.errors import ConfigError, DwlabError
 from dwlab.core.roles import ConductanceMeter, PulseSource, Router
 from dwlab.core.types import PulseLimits, PulseShape
 from dwlab.records import now_iso
@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 class EventSink(Protocol):
     def write(self, event: dict[str, Any]) -> None: ...
+
+
+def _clip(text: str, limit: int = 1000) -> str:
+    """An error text as kept in a message or event (instruments may send anything)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def limits_from_config(cfg: ArrayConfig) -> PulseLimits:
@@ -220,7 +225,8 @@ def build_array(
 def close_array(array: DeviceArray) -> None:
     """Safe state, then release the array's connections (arrays without ``close`` hold
     none: safe state only)."""
-    getattr(array, "close", array.safe_state)()
+    close = getattr(array, "close", None)
+    (close or array.safe_state)()
 
 
 def start_virtual_lab(loaded: LoadedConfig) -> VirtualLab:
@@ -293,7 +299,7 @@ class Backends:
                     failures.append(exc)
                     if self.event_log is not None:
                         self.event_log.write({"time": now_iso(), "event": "array_close_failed",
-                                              "error": f"{type(exc).__name__}: {exc}"})
+                                              "error": _clip(f"{type(exc).__name__}: {exc}")})
         finally:
             if self.lab is not None:
                 self.lab.stop()
@@ -308,13 +314,16 @@ def open_backends(loaded: LoadedConfig, event_log: EventSink | None = None
     is closed exactly once and the virtual lab is stopped.
 
     A failure to close is raised when the run itself succeeded; otherwise the run's own
-    error is the one raised (the close failure stays in the event log).
+    error is the one raised, and says that closing failed too (a safe state not confirmed
+    names what may remain on or closed; the failure is also in the event log).
     """
     backends = Backends(loaded, event_log)
     try:
         yield backends
-    except BaseException:
-        backends.close()
+    except BaseException as exc:
+        failures = backends.close()
+        if failures and isinstance(exc, DwlabError) and len(exc.args) == 1:
+            exc.args = (f"{exc.args[0]}; and closing failed: {_clip(str(failures[0]))}",)
         raise
     failures = backends.close()
     if failures:

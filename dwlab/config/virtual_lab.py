@@ -16,9 +16,9 @@ class FaultConfig(Schema):
     """A fault the virtual lab injects into one instrument's conversation."""
 
     instrument: Literal["pulser", "meter", "router"]
-    kind: Literal["timeout", "drop", "error", "garble"]
+    kind: Literal["timeout", "drop", "error", "garble", "kill"]
     """timeout: a query gets no reply; drop: the connection closes; error: an entry goes
-    into the error queue; garble: a query gets an unparsable reply."""
+    into the error queue; garble: a query gets an unparsable reply; kill: the server dies."""
     after: Annotated[int, Interval(ge=0, le=MAX_INT)] = 0
     """Messages that pass before the fault fires."""
     times: Annotated[int, Interval(ge=1, le=MAX_INT)] = 1

@@ -9,8 +9,9 @@ closed. Drivers reach it through pyvisa-py (``TCPIP::127.0.0.1::PORT::SOCKET``) 
 they reach a bench.
 
 Options: latency added before each message; injected faults (a query left unanswered, a
-dropped connection, an error-queue entry, a garbled reply). Every server keeps a command
-log, and its output and switch state can be read directly by tests.
+dropped connection, an error-queue entry, a garbled reply, a killed server). Every server
+keeps a command log, and its output and switch state can be read directly by tests; lines,
+log and error queue are bounded as on a real instrument.
 
 Modules: ``faults`` (injected faults), ``instrument`` (command log, error queue, faults),
 ``scpi`` (the parser the SCPI instruments share), ``pulser``, ``source_meter`` and

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAULT_KINDS = ("timeout", "drop", "error", "garble")
+FAULT_KINDS = ("timeout", "drop", "error", "garble", "kill")
 """timeout: a query gets no reply; drop: the connection closes; error: an entry goes into
-the error queue; garble: a query gets an unparsable reply."""
+the error queue; garble: a query gets an unparsable reply; kill: the server dies (stops
+listening and hangs up; the instrument keeps its outputs and switches as they were)."""
 
 GARBLED = "#?@!~\x7f~"
 

@@ -1,4 +1,5 @@
-"""What every virtual instrument shares: a command log, an error queue and faults."""
+"""What every virtual instrument shares: a command log, an error queue and faults, all
+bounded as on a real instrument (a fuzzing client cannot make the lab grow without end)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ from dwlab.sim.virtual_lab.faults import GARBLED, Fault
 if TYPE_CHECKING:
     from dwlab.sim.virtual_lab.lab import VirtualLab
 
+LOG_MESSAGES = 10_000
+"""Messages the command log keeps (the most recent)."""
+LOG_CHARS = 256
+"""Characters of each message the log keeps."""
+QUEUE_ENTRIES = 32
+"""Entries the error queue holds; on overflow the newest becomes -350 (SCPI-99 21.8)."""
+ERROR_CHARS = 255
+"""Characters of an error description (SCPI-99 21.8.2: at most 255)."""
+QUEUE_OVERFLOW = (-350, "Queue overflow")
+
+Action = Literal["reply", "drop", "kill"]
+
 
 class VirtualInstrument:
     """Command log, error queue and faults; subclasses interpret the messages."""
@@ -19,25 +32,49 @@ class VirtualInstrument:
     def __init__(self, lab: VirtualLab, role: str):
         self.lab = lab
         self.role = role
-        self.log: list[str] = []
+        self.log: deque[str] = deque(maxlen=LOG_MESSAGES)
+        self.messages = 0  # every message received, also those the log no longer keeps
         self.error_queue: deque[tuple[int, str]] = deque()
         self.faults: list[Fault] = []
 
     def push_error(self, code: int, text: str) -> None:
-        self.error_queue.append((code, text))
+        """Queue an error; a full queue keeps its oldest entries and marks the overflow."""
+        if len(self.error_queue) >= QUEUE_ENTRIES:
+            self.error_queue[-1] = QUEUE_OVERFLOW
+            return
+        self.error_queue.append((code, text[:ERROR_CHARS]))
 
-    def respond(self, message: str) -> tuple[Literal["reply", "drop"], str | None]:
-        """(action, reply) for one received message; action is 'reply' or 'drop'."""
-        self.log.append(message)
+    def since(self, count: int) -> list[str]:
+        """The messages received after the first ``count`` (those the log still keeps)."""
+        new = self.messages - count
+        return list(self.log)[-new:] if new > 0 else []
+
+    def receive(self, message: str) -> None:
+        with self.lab.lock:
+            self.log.append(message[:LOG_CHARS])
+            self.messages += 1
+
+    def overrun(self) -> None:
+        """A message longer than the input buffer: discarded, and an error queued."""
+        self.receive("<input buffer overrun>")
+        with self.lab.lock:
+            self.push_error(-363, "Input buffer overrun")
+
+    def respond(self, message: str) -> tuple[Action, str | None]:
+        """(action, reply) for one received message: 'reply' (``None``: no reply), or the
+        connection is to 'drop', or the server to be killed."""
+        self.receive(message)
         fault = next((f for f in self.faults if f.applies(message)), None)
         if fault is not None and fault.kind == "drop":
             return "drop", None
+        if fault is not None and fault.kind == "kill":
+            return "kill", None
         if fault is not None and fault.kind == "timeout":
             return "reply", None  # hung: the message is neither executed nor answered
         with self.lab.lock:
             reply = self.handle(message)
-        if fault is not None and fault.kind == "error":
-            self.push_error(-300, "Device-specific error; injected by the virtual lab")
+            if fault is not None and fault.kind == "error":
+                self.push_error(-300, "Device-specific error; injected by the virtual lab")
         if fault is not None and fault.kind == "garble":
             reply = GARBLED
         return "reply", reply

@@ -141,7 +141,8 @@ class VirtualLab:
             instrument.faults.clear()
 
     def message_counts(self) -> dict[str, int]:
-        return {role: len(i.log) for role, i in self.instruments.items()}
+        """Messages each instrument has received so far."""
+        return {role: i.messages for role, i in self.instruments.items()}
 
     def outputs_on(self) -> dict[str, bool]:
         return {"pulser": self.pulser.output_on(), "meter": self.meter.output_on()}
