@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import campaign_runs as campaign  # noqa: E402
+import kill_points  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +22,14 @@ def lab(tmp_path_factory):
 
 
 def test_the_kill_points_cover_checkpoint_writes_and_every_record(lab):
-    kinds = {campaign.write_kind(n) for n in lab.train_writes}
+    kinds = {kill_points.write_kind(n) for n in lab.train_writes}
     assert {"checkpoint write", "steps.csv", "epochs.csv", "events.jsonl"} <= kinds
     assert len(lab.protocol_writes) > 10
 
 
 def test_a_training_run_killed_inside_a_checkpoint_write_resumes_bit_exact(lab):
     writes = [i + 1 for i, n in enumerate(lab.train_writes)
-              if campaign.write_kind(n) == "checkpoint write"]
+              if kill_points.write_kind(n) == "checkpoint write"]
     # the second checkpoint's temporary file is written, not yet renamed over the first
     assert campaign.kill_training(lab, writes[1]) == ("handled", "bit-exact, readable")
 
