@@ -8,13 +8,9 @@ measured; the first Ctrl-C stops between steps; the run always ends in
 from __future__ import annotations
 
 import dataclasses
-import signal
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Literal
 
 import torch
 from dwlab.protocols.clock import Clock, clock_for
@@ -27,8 +23,7 @@ from tqdm import tqdm
 from dwlab.config import to_data
 from dwlab.core.device import DeviceArray
 from dwlab.records import atomic_write_json, base_metadata, now_iso
-
-RunStatus = Literal["completed", "interrupted", "failed"]
+from dwlab.records.status import RunStatus, StopRequest, error_text
 
 JSON = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
 
@@ -65,33 +60,6 @@ class RunResult:
     plots: list[Path]
 
 
-SignalHandler = Callable[[int, FrameType | None], object] | int | None
-
-
-class _StopFlag:
-    """First Ctrl-C asks to stop after the current step; a second one interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: SignalHandler = None
-        self._installed = False
-
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-
-
 def run_protocol(
     protocol: Protocol, array: DeviceArray, folder: str | Path, *,
     seed: int | None = None, progress: bool = True, clock: Clock | None = None,
@@ -124,7 +92,7 @@ def run_protocol(
     bar = tqdm(total=estimate.steps, desc=protocol.name, unit="step", disable=not progress,
                leave=False)
     try:
-        with _StopFlag() as stop:
+        with StopRequest() as stop:
             for _ in steps:
                 bar.update(1)
                 if stop.requested:
@@ -136,7 +104,7 @@ def run_protocol(
         status = "interrupted"
         raise
     except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = error_text(exc)
         raise
     finally:
         steps.close()

@@ -269,7 +269,7 @@ def test_malformed_script_through_the_cli(tmp_path, capsys):
           - protocol: read_noise
             params: {reads: 1}
         """)
-    assert main(["protocols", "run", str(path), "--dry-run"]) == 2
+    assert main(["protocols", "run", str(path), "--dry-run"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0] and "steps[0].params" in err[0]
 
@@ -321,7 +321,7 @@ def test_list_and_show_document_declarations(capsys):
             assert ", ".join(columns) in out
     assert main(["protocols", "show", "switching_statistics"]) == 0
     assert "amplitudes_volts [V]" in capsys.readouterr().out
-    assert main(["protocols", "show", "nope"]) == 2
+    assert main(["protocols", "show", "nope"]) == 1
 
 
 def test_stop_request_ends_between_steps_in_safe_state(tmp_path):

@@ -107,17 +107,17 @@ def test_resume_refuses_a_corrupt_checkpoint(tmp_path, capsys, resume_config):
     device_dir = run / LABELS[0]
     (device_dir / "result.json").unlink()
     (device_dir / "checkpoint.pt").write_bytes(b"torn")
-    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 1
     assert "unreadable checkpoint" in capsys.readouterr().err
 
 
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
-    assert main(["train", "--resume", str(tmp_path), "--no-progress"]) == 2
+    assert main(["train", "--resume", str(tmp_path), "--no-progress"]) == 1
     assert "not a dwlab run folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("missing", ["config.yaml"])
 def test_resume_names_a_missing_config(tmp_path, capsys, missing):
     (tmp_path / "metadata.json").write_text(json.dumps({"config_path": "x", "runs": []}))
-    assert main(["train", "--resume", str(tmp_path), "--no-progress"]) == 2
+    assert main(["train", "--resume", str(tmp_path), "--no-progress"]) == 1
     assert missing in capsys.readouterr().err

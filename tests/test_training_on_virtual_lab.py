@@ -64,7 +64,7 @@ def test_an_aborted_run_records_the_pulses_sent_before_the_stop_and_closes(
                 lab.inject("pulser", "drop", after=100, match="*TRG")
 
         monkeypatch.setattr(TrainingRun, "after_step", break_the_pulser_after_step_one)
-        assert _train(path, tmp_path / "run", limit_train=128) == 2
+        assert _train(path, tmp_path / "run", limit_train=128) == 1
         assert "closed the connection" in capsys.readouterr().err
         assert [r["step"] for r in read_table(tmp_path / "run" / LABEL / "steps.csv")] == ["1"]
         assert lab.is_safe()

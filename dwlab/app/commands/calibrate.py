@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from dwlab.app.commands import ExitCode
 from dwlab.core.types import PulseLimits, PulseShape
 from dwlab.protocols.base import run_protocol
 from dwlab.protocols.pulsing import SwitchingStatistics
@@ -115,4 +116,4 @@ def run(args: argparse.Namespace) -> int:
           f"{'PASS' if res.passed else 'FAIL'}")
     print(f"calibration: {res.output}")
     print(f"report:      {res.report}")
-    return 0 if res.passed else 1
+    return ExitCode.OK if res.passed else ExitCode.FAILED

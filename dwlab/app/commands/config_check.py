@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from dwlab.app.backends import check_arrays
+from dwlab.app.commands import ExitCode
 from dwlab.config import lab_json_schema, load_config
 from dwlab.core.errors import ConfigError
 
@@ -33,7 +34,7 @@ def run_check(args: argparse.Namespace) -> int:
             print(f"FAIL {exc}")
         else:
             print(f"ok   {f}")
-    return 1 if failed else 0
+    return ExitCode.FAILED if failed else ExitCode.OK
 
 
 def run_schema(args: argparse.Namespace) -> int:

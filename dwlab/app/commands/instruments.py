@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from dwlab.app.commands import ExitCode
 from dwlab.config import load_config
 from dwlab.core.errors import DwlabError
 from dwlab.core.instruments import ROLES
@@ -34,7 +35,7 @@ def run_identify(args: argparse.Namespace) -> int:
     if not arrays:
         print("no hardware arrays in this config" + (f" named '{args.array}'"
                                                      if args.array else ""))
-        return 1
+        return ExitCode.FAILED
     failed = 0
     with open_backends(loaded) as backends:  # serves the virtual lab if the config asks
         for name, hardware in arrays.items():
@@ -56,4 +57,4 @@ def run_identify(args: argparse.Namespace) -> int:
                     print(f"FAIL {where}: the reply {identity!r} is not an instrument identity")
                 else:
                     print(f"ok   {where}: {identity}")
-    return 1 if failed else 0
+    return ExitCode.FAILED if failed else ExitCode.OK

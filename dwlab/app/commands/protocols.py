@@ -6,6 +6,7 @@ import argparse
 import math
 
 from dwlab.app.backends import build_array, limits_from_config, open_backends
+from dwlab.app.commands import ExitCode
 from dwlab.config import load_config, to_data
 from dwlab.core.errors import ConfigError, ProtocolError, PulseLimitError
 from dwlab.core.types import PulseShape
@@ -99,7 +100,9 @@ def run_run(args: argparse.Namespace) -> int:
     for r in result.steps:
         print(f"  {r.status:11s} {r.folder.name}: {r.pulses} pulses, {r.device_reads} reads, "
               f"{len(r.plots)} plots")
-    return 0 if result.status == "completed" else 1
+    if result.status == "completed":
+        return ExitCode.OK
+    return ExitCode.INTERRUPTED if result.status == "interrupted" else ExitCode.FAILED
 
 
 def dry_target(script: Script, loaded, shape: tuple[int, ...], nominal: PulseShape) -> Target:

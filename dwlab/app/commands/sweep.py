@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import sys
 from pathlib import Path
 
+from dwlab.app.commands import ExitCode
 from dwlab.app.training import (
     FailedRun,
     RunFolder,
@@ -96,9 +98,13 @@ def run_sweep(args: argparse.Namespace) -> int:
         specs = sweep_specs(scheme, args.bits, args.seeds, not args.no_float_sgld)
         run = start_sweep(loaded, specs, args.run_dir)
     print(f"dwlab sweep: records in {run.path}")
-    results = train_run_folder(run, progress=not args.no_progress, keep_going=True)
+    try:
+        results = train_run_folder(run, progress=not args.no_progress, keep_going=True)
+    except KeyboardInterrupt:
+        print(f"continue with: dwlab sweep --resume {run.path}", file=sys.stderr)
+        raise
     print(summarise(run, results))
-    return 0
+    return ExitCode.OK
 
 
 def _method(r: RunResult) -> tuple[str, int | None]:

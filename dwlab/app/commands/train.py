@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from dwlab.app.commands import ExitCode
 from dwlab.app.training import (
     FLOAT_SCHEMES,
     FailedRun,
@@ -62,9 +64,13 @@ def run_train(args: argparse.Namespace) -> int:
     t = cfg.training
     print(f"dwlab train: {cfg.name}: {t.model} (width {t.width}) on {t.dataset}, "
           f"{t.epochs} epochs, records in {run.path}")
-    results = train_run_folder(run, progress=not args.no_progress)
+    try:
+        results = train_run_folder(run, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"continue with: dwlab train --resume {run.path}", file=sys.stderr)
+        raise
     print(report(results, run.path))
-    return 0
+    return ExitCode.OK
 
 
 def report(results: list[RunOutcome], folder: Path) -> str:

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from dwlab.app.commands import ExitCode
 from dwlab.config import load_config
 from dwlab.core.errors import ConfigError
 
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         while deadline is None or time.monotonic() < deadline:
             time.sleep(0.1)
     except KeyboardInterrupt:
-        pass
+        return ExitCode.INTERRUPTED  # the usual way to stop it, answered as everywhere
     finally:
         lab.stop()
-    return 0
+    return ExitCode.OK

@@ -36,6 +36,7 @@ from dwlab.app.training.spec import RunSpec
 from dwlab.config import LoadedConfig, evolve
 from dwlab.core.errors import CheckpointError, DwlabError
 from dwlab.records import EventLog, TableWriter, plots
+from dwlab.records.status import StopRequest
 from dwlab.sgld.controller import SGLDController, StepStats
 
 CHECKPOINT_FORMAT = 1
@@ -50,6 +51,21 @@ class TrainingDiverged(DwlabError, ArithmeticError):
     """The training loss became NaN or infinite."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a training run: ``step`` steps were done, and ``checkpoint_step`` is
+    where ``--resume`` continues (None: no checkpoint yet, it starts over)."""
+
+    def __init__(self, label: str, step: int, checkpoint_step: int | None):
+        super().__init__(f"{label}: interrupted after step {step}")
+        self.label = label
+        self.step = step
+        self.checkpoint_step = checkpoint_step
+
+    def event(self) -> dict[str, Any]:
+        return {"event": "interrupted", "label": self.label, "step": self.step,
+                "checkpoint_step": self.checkpoint_step}
+
+
 @dataclass
 class Progress:
     """Where a run stands; saved in every checkpoint. ``attempt`` counts resumes."""
@@ -62,10 +78,15 @@ class Progress:
 
 
 class TrainingRun:
-    """Train one model with one scheme and seed, writing records into ``folder``."""
+    """Train one model with one scheme and seed, writing records into ``folder``.
+
+    A Ctrl-C (``stop`` requested) ends the run at the next step boundary: a checkpoint
+    there, then :class:`TrainingInterrupted`. A second Ctrl-C interrupts the step itself;
+    the last checkpoint written stays the one to resume from.
+    """
 
     def __init__(self, loaded: LoadedConfig, spec: RunSpec, folder: Path, data: ImageData,
-                 progress: bool = True):
+                 progress: bool = True, stop: StopRequest | None = None):
         config = evolve(loaded.config, seed=spec.seed)
         self.loaded = dataclasses.replace(loaded, config=config)
         self.spec = spec
@@ -77,6 +98,8 @@ class TrainingRun:
         self.controller_cfg = spec.controller(loaded.config.controller)
         self.uses_samples = spec.scheme != "float_sgd"
         self.checkpoint_path = folder / "checkpoint.pt"
+        self.stop = stop or StopRequest()  # (one never entered is never requested)
+        self._saved_step: int | None = None  # the step of the last checkpoint written
         # (step, test probabilities) of the last evaluation, reused at the end of the run
         self._last_eval: tuple[int, torch.Tensor] | None = None
 
@@ -132,6 +155,7 @@ class TrainingRun:
         progress = Progress(**ckpt["state"])
         progress.attempt += 1
         restore_rng_states(ckpt["rng"])
+        self._saved_step = progress.step
         return progress
 
     def _checkpoint(self, model: nn.Module, opt: SGLDController, store: PosteriorStore,
@@ -142,6 +166,16 @@ class TrainingRun:
             "samples": store.state_dict(), "state": dataclasses.asdict(progress),
             "rng": capture_rng_states(),
         })
+        self._saved_step = progress.step
+
+    def _step_boundary(self, step: int, save: Callable[[], None]) -> None:
+        """After every recorded step: the test hook, then a requested stop (checkpoint
+        here unless one was just written)."""
+        self.after_step(step)
+        if self.stop.requested:
+            if self._saved_step != step:
+                save()
+            raise TrainingInterrupted(self.spec.label, step, step)
 
     def _train(self, model: nn.Module, opt: SGLDController) -> RunResult:
         tcfg = self.tcfg
@@ -151,8 +185,16 @@ class TrainingRun:
         store = PosteriorStore(tcfg.max_samples)
         state = self._resume(model, opt, store)
 
+        started = time.perf_counter()  # of the current stretch of training time
+
         def checkpoint() -> None:
             self._checkpoint(model, opt, store, state)
+
+        def checkpoint_mid_epoch() -> None:
+            nonlocal started
+            state.seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            checkpoint()
 
         def predict() -> torch.Tensor:
             return predict_probs(model, self.data, tcfg.eval_batch_size, self.device,
@@ -203,10 +245,8 @@ class TrainingRun:
                     if b + 1 == per_epoch:
                         break  # end of epoch: evaluate, then checkpoint
                     if step % tcfg.checkpoint_every_steps == 0:
-                        state.seconds += time.perf_counter() - started
-                        started = time.perf_counter()
-                        checkpoint()
-                    self.after_step(step)
+                        checkpoint_mid_epoch()
+                    self._step_boundary(step, checkpoint_mid_epoch)
                 state.seconds += time.perf_counter() - started
                 row = self._evaluate_epoch(model, store, predict, state.step)
                 epochs_log.append({"attempt": state.attempt, "epoch": epoch + 1,
@@ -214,7 +254,11 @@ class TrainingRun:
                                    "seconds": f"{state.seconds:.3f}", **row})
                 bar.set_postfix(acc=f"{row['test_accuracy']:.4f}", samples=len(store))
                 checkpoint()
-                self.after_step(state.step)
+                self._step_boundary(state.step, checkpoint)
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C, inside a step
+            raise TrainingInterrupted(self.spec.label, state.step, self._saved_step) from None
         finally:
             bar.close()
             steps_log.close()

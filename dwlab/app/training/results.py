@@ -11,6 +11,7 @@ from typing import Any
 
 from dwlab.app.training.spec import RunSpec
 from dwlab.records import atomic_write_json
+from dwlab.records.status import error_text
 
 RESULT_FILE = "result.json"
 
@@ -62,7 +63,7 @@ class FailedRun:
 
     @classmethod
     def of(cls, spec: RunSpec, exc: Exception) -> FailedRun:
-        return cls(**dataclasses.asdict(spec), failed=f"{type(exc).__name__}: {exc}")
+        return cls(**dataclasses.asdict(spec), failed=error_text(exc))
 
     def event(self) -> dict[str, Any]:
         return {"event": "run_failed", "label": self.label, "error": self.failed}

@@ -5,8 +5,12 @@ reference for ``dwlab train``; every precision and seed for ``dwlab sweep``)::
 
     RUN/
       config.yaml      the resolved lab config (a record; ``--resume`` trains from it)
-      metadata.json    versions, git revision, seeds, config path, runs, start/end times
-      events.jsonl     run-level events (start, resume, a run finished)
+      metadata.json    versions, git revision, seeds, config path, runs, start/end times;
+                       ``status`` (running / completed / interrupted / failed), ``error``
+                       when it failed, and ``run_status`` per training run; rewritten
+                       atomically as they change (a killed run still says ``running``)
+      events.jsonl     run-level events (start, resume, a run finished or failed,
+                       interrupted with the step to resume from, failed with the error)
       <label>/         one training run
         steps.csv      per logged step: loss, step size, device statistics (as it goes)
         epochs.csv     per epoch: test metrics of the current weights and of the samples
@@ -21,7 +25,8 @@ A new folder trains from the config in memory; one killed at any point continues
 ``dwlab train --resume RUN``, which reads ``config.yaml`` back: finished runs are skipped,
 an unfinished one restarts from its last checkpoint. Rows written after that checkpoint
 are kept; the replayed steps are written again with a higher ``attempt`` number, so
-readers take the last row of each step.
+readers take the last row of each step. Ctrl-C ends a run at the next step boundary with
+a checkpoint there (see :class:`~dwlab.app.training.loop.TrainingRun`).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import torch
 import yaml
 
 from dwlab.app.data import ImageData, load_dataset
-from dwlab.app.training.loop import TrainingDiverged, TrainingRun
+from dwlab.app.training.loop import TrainingDiverged, TrainingInterrupted, TrainingRun
 from dwlab.app.training.results import FailedRun, RunOutcome, write_result
 from dwlab.app.training.spec import RunSpec
 from dwlab.config import LabConfig, LoadedConfig, from_data, read_yaml, to_data
@@ -51,6 +56,7 @@ from dwlab.records import (
     plots,
     read_table,
 )
+from dwlab.records.status import RunStatus, StopRequest, error_text
 
 
 @dataclass
@@ -105,34 +111,80 @@ def train_run_folder(run: RunFolder, progress: bool = True, keep_going: bool = F
 
     With ``keep_going`` (sweeps) a run that diverges or whose pulse plan is refused is
     recorded as failed (``result.json`` with ``failed``) and the next run starts.
+
+    The metadata says how it stands as it changes (:func:`mark`); a Ctrl-C is recorded as
+    an ``interrupted`` event and status, any other way out as ``failed`` with the error,
+    and the exception goes on to the caller.
     """
-    folder, specs = run.path, run.specs
+    folder = run.path
     events = EventLog(folder / "events.jsonl")
-    resumed = any((folder / s.label / "checkpoint.pt").exists() for s in specs)
+    resumed = any((folder / s.label / "checkpoint.pt").exists() for s in run.specs)
     events.write({"time": now_iso(), "event": "resume" if resumed else "start"})
-    data = load_training_data(run.loaded)
-    results: list[RunOutcome] = []
+    mark(run, "running")
     try:
-        for spec in specs:
-            try:
-                result = run_factory(run.loaded, spec, folder / spec.label, data,
-                                     progress).run()
-            except (TrainingDiverged, PlanError) as exc:
-                if not keep_going:
-                    raise
-                result = FailedRun.of(spec, exc)
-                write_result(folder / spec.label, result)
-            events.write({"time": now_iso(), **result.event()})
-            results.append(result)
+        with StopRequest() as stop:
+            results = _train_runs(run, events, stop, progress, keep_going, run_factory)
+        curves = {s.label: read_curves(folder / s.label) for s in run.specs
+                  if (folder / s.label / "steps.csv").exists()}
+        plots.learning_curves(curves, folder / "learning_curves.png",
+                              title=run.loaded.config.name)
+    except KeyboardInterrupt as exc:
+        where = exc.event() if isinstance(exc, TrainingInterrupted) else {"event": "interrupted"}
+        events.write({"time": now_iso(), **where})
+        mark(run, "interrupted")
+        raise
+    except BaseException as exc:
+        events.write({"time": now_iso(), "event": "failed", "error": error_text(exc)})
+        mark(run, "failed", error_text(exc))
+        raise
     finally:
         events.close()
-    curves = {s.label: read_curves(folder / s.label) for s in specs
-              if (folder / s.label / "steps.csv").exists()}
-    plots.learning_curves(curves, folder / "learning_curves.png",
-                          title=run.loaded.config.name)
-    run.metadata["ended"] = now_iso()
-    atomic_write_json(folder / "metadata.json", run.metadata)
+    mark(run, "completed")
     return results
+
+
+def _train_runs(run: RunFolder, events: EventLog, stop: StopRequest, progress: bool,
+                keep_going: bool, run_factory: Callable[..., TrainingRun]
+                ) -> list[RunOutcome]:
+    data = load_training_data(run.loaded)
+    results: list[RunOutcome] = []
+    for spec in run.specs:
+        if stop.requested:  # Ctrl-C between two runs (or while the data loaded)
+            raise KeyboardInterrupt
+        mark(run, "running", label=spec.label)
+        try:
+            result = run_factory(run.loaded, spec, run.path / spec.label, data, progress,
+                                 stop=stop).run()
+        except (TrainingDiverged, PlanError) as exc:
+            if not keep_going:
+                raise
+            result = FailedRun.of(spec, exc)
+            write_result(run.path / spec.label, result)
+        mark(run, "failed" if isinstance(result, FailedRun) else "completed",
+             label=spec.label)
+        events.write({"time": now_iso(), **result.event()})
+        results.append(result)
+    if stop.requested:  # Ctrl-C while the last run finished: it is recorded, but say so
+        raise KeyboardInterrupt
+    return results
+
+
+def mark(run: RunFolder, status: RunStatus, error: str | None = None,
+         label: str | None = None) -> None:
+    """Record in ``metadata.json`` (atomically) how the run folder, or its training run
+    ``label``, stands. A folder that ends marks the run still ``running`` in it alike."""
+    meta = run.metadata
+    per_run: dict[str, str] = meta.setdefault("run_status", {})
+    if label is not None:
+        per_run[label] = status
+    else:
+        meta.update(status=status, error=error)
+        if status == "running":
+            meta.pop("ended", None)
+        else:
+            meta["ended"] = now_iso()
+            per_run.update({k: status for k, v in per_run.items() if v == "running"})
+    atomic_write_json(run.path / "metadata.json", meta)
 
 
 def read_curves(folder: Path) -> dict[str, list[float]]:
