@@ -372,10 +372,9 @@ def main() -> None:
     args = ap.parse_args()
     start = time.perf_counter()
     table = run(quick=args.quick)
-    print(f"{'category':18s} {'tried':>6s} {'handled':>8s} {'failed':>7s} {'tracebacks':>10s}")
-    for category, row in table.items():
-        print(f"{category:18s} {row['tried']:6d} {row['handled']:8d} {row['failed']:7d} "
-              f"{row['tracebacks']:10d}")
+    from fault_campaign import print_tally
+
+    print_tally(table)
     for line in FAILURES:
         print(f"  {line}")
     print(f"({time.perf_counter() - start:.1f} s)")

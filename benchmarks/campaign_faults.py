@@ -78,10 +78,9 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     table = run(args.quick)
-    print(f"{'category':<20} {'tried':>6} {'handled':>8} {'failed':>7} {'tracebacks':>11}")
-    for name, row in table.items():
-        print(f"{name:<20} {row['tried']:>6} {row['handled']:>8} {row['failed']:>7} "
-              f"{row['tracebacks']:>11}")
+    from fault_campaign import print_tally
+
+    print_tally(table)
     print(f"({time.perf_counter() - start:.0f} s)")
     for line in FAILURES:
         print("FAILED", line)

@@ -247,10 +247,9 @@ def main() -> int:
     args = parser.parse_args()
     started = time.perf_counter()
     table = run(quick=args.quick)
-    print(f"{'category':<16}{'tried':>8}{'handled':>9}{'failed':>8}{'tracebacks':>12}")
-    for category, c in table.items():
-        print(f"{category:<16}{c['tried']:>8}{c['handled']:>9}{c['failed']:>8}"
-              f"{c['tracebacks']:>12}")
+    from fault_campaign import print_tally
+
+    print_tally(table)
     print("handled: " + ", ".join(f"{k} {n}" for k, n in sorted(OUTCOMES.items())))
     for line in FAILURES + TRACEBACKS:
         print(f"  {line}")

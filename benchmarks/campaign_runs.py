@@ -352,10 +352,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small sample (about 20 s)")
     args = parser.parse_args()
     table = run(args.quick)
-    print(f"{'category':10s} {'tried':>6s} {'handled':>8s} {'failed':>7s} {'tracebacks':>11s}")
-    for category, c in table.items():
-        print(f"{category:10s} {c['tried']:6d} {c['handled']:8d} {c['failed']:7d} "
-              f"{c['tracebacks']:11d}")
+    from fault_campaign import print_tally
+
+    print_tally(table)
     for line in FAILURES:
         print("FAILED", line)
     sys.exit(1 if FAILURES else 0)

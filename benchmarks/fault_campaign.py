@@ -22,6 +22,13 @@ PARTS = ("campaign_pulses", "campaign_configs", "campaign_faults", "campaign_run
 COLUMNS = ("tried", "handled", "failed", "tracebacks")
 
 
+def print_tally(tallies: dict[str, dict[str, int]]) -> None:
+    """One part's table (each part's script prints it when run alone)."""
+    print(f"{'category':<20} " + " ".join(f"{c:>10}" for c in COLUMNS))
+    for category, tally in tallies.items():
+        print(f"{category:<20} " + " ".join(f"{tally.get(c, 0):>10}" for c in COLUMNS))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small sample of each part")
