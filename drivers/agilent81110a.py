@@ -163,3 +163,9 @@ class Agilent81110A(SCPIMixin, Instrument):
     def trigger(self) -> None:
         """Start one burst (manual arming)."""
         self.write("*TRG")
+
+    def shutdown(self) -> None:
+        """Switch both outputs off."""
+        self.ch_1.output_enabled = False
+        self.ch_2.output_enabled = False
+        super().shutdown()

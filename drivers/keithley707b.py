@@ -83,6 +83,11 @@ class Keithley707B(Instrument):
         """Open every crosspoint of every slot."""
         self.write('channel.open("allslots")')
 
+    def shutdown(self) -> None:
+        """Open every crosspoint."""
+        self.open_all()
+        super().shutdown()
+
     def route(self, crosspoints: Sequence[str]) -> None:
         """Close exactly ``crosspoints`` (opening all others) and wait until they settle.
 

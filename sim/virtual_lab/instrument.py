@@ -35,10 +35,13 @@ class VirtualInstrument:
         self.log: deque[str] = deque(maxlen=LOG_MESSAGES)
         self.messages = 0  # every message received, also those the log no longer keeps
         self.error_queue: deque[tuple[int, str]] = deque()
+        self.errors_raised: deque[int] = deque(maxlen=LOG_MESSAGES)
+        """The code of every error raised, also those a client has read (tests)."""
         self.faults: list[Fault] = []
 
     def push_error(self, code: int, text: str) -> None:
         """Queue an error; a full queue keeps its oldest entries and marks the overflow."""
+        self.errors_raised.append(code)
         if len(self.error_queue) >= QUEUE_ENTRIES:
             self.error_queue[-1] = QUEUE_OVERFLOW
             return
@@ -71,13 +74,19 @@ class VirtualInstrument:
             return "kill", None
         if fault is not None and fault.kind == "timeout":
             return "reply", None  # hung: the message is neither executed nor answered
-        with self.lab.lock:
-            reply = self.handle(message)
-            if fault is not None and fault.kind == "error":
+        reply = self.execute(message)
+        if fault is not None and fault.kind == "error":
+            with self.lab.lock:
                 self.push_error(-300, "Device-specific error; injected by the virtual lab")
         if fault is not None and fault.kind == "garble":
             reply = GARBLED
         return "reply", reply
+
+    def execute(self, message: str) -> str | None:
+        """Execute one message (under the lab's lock; a model that waits for pending
+        operations releases it while it waits)."""
+        with self.lab.lock:
+            return self.handle(message)
 
     def handle(self, message: str) -> str | None:  # pragma: no cover - overridden
         raise NotImplementedError

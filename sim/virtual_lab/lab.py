@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import secrets
 import threading
+import time
+from dataclasses import dataclass
 
 import torch
 from dwlab.sim.twin import PRESETS, TwinArray
@@ -26,11 +30,35 @@ LAB_LIMITS = PulseLimits(max_amplitude_volts=100.0, min_width_seconds=1e-12,
                          max_duty_cycle=1.0)
 
 
+@dataclass
+class _InFlight:
+    """A burst leaving the pulser: pulse ``k`` leaves at ``start + k * period``."""
+
+    burst: Burst
+    start: float
+    period: float
+    sent: int = 0
+
+    def due(self, now: float) -> int:
+        """Pulses that have left the output by ``now``."""
+        if now < self.start:
+            return 0
+        if self.period <= 0:
+            return self.burst.pulses
+        return min(self.burst.pulses, int((now - self.start) / self.period) + 1)
+
+
+class LabPortError(OSError):
+    """A port the lab was asked to serve on is taken."""
+
+
 class VirtualLab:
     """Pulser, source-meter and switch matrix served on loopback around one twin.
 
     ``wiring`` lists (write crosspoints, read crosspoints) per flat device index;
     ``drivers`` names the driver dialect each role speaks; ``ports`` (0 = any free port).
+    Each lab has its own ``serial`` (in every instrument's ``*IDN?``), so a client can
+    tell its lab from another one served on the same machine.
     """
 
     def __init__(
@@ -50,16 +78,18 @@ class VirtualLab:
         self.latency_seconds = float(latency_seconds)
         self.series_resistance_ohms = float(series_resistance_ohms)
         self.lock = threading.RLock()
-        self.pulser = VirtualPulser(self, "pulser", drivers["pulser"])
-        self.meter = VirtualSourceMeter(self, "meter", drivers["meter"])
-        self.matrix = VirtualMatrix(self, "router")
+        self.serial = f"VL{secrets.token_hex(4).upper()}"
+        self.pulser = VirtualPulser(self, "pulser", drivers["pulser"], f"{self.serial}-1")
+        self.meter = VirtualSourceMeter(self, "meter", drivers["meter"], f"{self.serial}-2")
+        self.matrix = VirtualMatrix(self, "router", f"{self.serial}-3")
         self.instruments: dict[str, VirtualInstrument] = {
             "pulser": self.pulser, "meter": self.meter, "router": self.matrix,
         }
         self._ports = dict(ports or {})
         self._servers: dict[str, InstrumentServer] = {}
-        self.delivered_push = torch.zeros(twin.size, dtype=torch.long)
-        self.delivered_pull = torch.zeros(twin.size, dtype=torch.long)
+        self._delivered_push = torch.zeros(twin.size, dtype=torch.long)
+        self._delivered_pull = torch.zeros(twin.size, dtype=torch.long)
+        self._in_flight: list[_InFlight] = []
         self._connections = dict.fromkeys(self.instruments, 0)
 
     @classmethod
@@ -98,9 +128,24 @@ class VirtualLab:
     # -- serving ---------------------------------------------------------------------
 
     def start(self) -> VirtualLab:
-        for role, instrument in self.instruments.items():
-            server = InstrumentServer(self, instrument, int(self._ports.get(role, 0)))
-            self._servers[role] = server.start()
+        """Serve every instrument; a :class:`LabPortError` naming the port when one is
+        taken (the servers already started are stopped)."""
+        try:
+            for role, instrument in self.instruments.items():
+                port = int(self._ports.get(role, 0))
+                try:
+                    server = InstrumentServer(self, instrument, port)
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE:
+                        raise
+                    raise LabPortError(
+                        errno.EADDRINUSE, f"port {port} on 127.0.0.1 (the {role}) is already "
+                        "in use, by another lab or program; serve on free ports (port 0) or "
+                        "choose another base port") from None
+                self._servers[role] = server.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -161,6 +206,45 @@ class VirtualLab:
 
     # -- physics (called by the servers under ``lock``) -------------------------------
 
+    @property
+    def delivered_push(self) -> torch.Tensor:
+        """Push pulses each device has received so far."""
+        with self.lock:
+            self.settle()
+            return self._delivered_push
+
+    @property
+    def delivered_pull(self) -> torch.Tensor:
+        with self.lock:
+            self.settle()
+            return self._delivered_pull
+
+    def emit(self, burst: Burst, start: float, period: float) -> None:
+        """A burst leaves the pulser from ``start`` on, one pulse per ``period``."""
+        self._in_flight.append(_InFlight(burst, start, period))
+
+    def settle(self) -> None:
+        """Deliver the pulses that have left the pulser by now to the devices the matrix
+        connects now: called before every change of routing and every reading, so a
+        client that re-routes while a burst is under way sends its rest elsewhere, as on
+        a bench."""
+        if not self._in_flight:
+            return
+        now = time.monotonic()
+        out = []
+        for flight in self._in_flight:
+            due = flight.due(now)
+            if due > flight.sent:
+                out.append(flight.burst._replace(pulses=due - flight.sent))
+                flight.sent = due
+        self._in_flight = [f for f in self._in_flight if f.sent < f.burst.pulses]
+        self.deliver(out)
+
+    def cut_bursts(self) -> None:
+        """The output went off: what has left is delivered, the rest never leaves."""
+        self.settle()
+        self._in_flight.clear()
+
     def _connected(self, read: bool) -> list[int]:
         closed = self.matrix.closed
         k = 1 if read else 0
@@ -199,14 +283,15 @@ class VirtualLab:
         pull = torch.zeros(self.twin.size, dtype=torch.long)
         push[devices] = n_push
         pull[devices] = n_pull
-        self.delivered_push += push
-        self.delivered_pull += pull
+        self._delivered_push += push
+        self._delivered_pull += pull
         self.twin.apply(PulsePlan(push.reshape(self.twin.shape), pull.reshape(self.twin.shape),
                                   shape, shape))
 
     def current_through_read_path(self, bias_volts: float) -> float:
         """Current at ``bias_volts`` through the devices the read path connects (in
         parallel), each in series with the lead resistance; ~0 A with nothing connected."""
+        self.settle()
         devices = self._connected(read=True)
         if not devices:
             return 1e-13 * float(torch.randn(()))

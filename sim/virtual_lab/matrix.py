@@ -1,10 +1,12 @@
-"""The virtual switch matrix: a Keithley 707B speaking TSP."""
+"""The virtual switch matrix: a Keithley 707B speaking its TSP subset
+(:data:`~dwlab.sim.virtual_lab.command_sets.KEITHLEY_707B`)."""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
 
+from dwlab.sim.virtual_lab.command_sets import KEITHLEY_707B
 from dwlab.sim.virtual_lab.instrument import VirtualInstrument
 
 from dwlab.core.crosspoint import CROSSPOINT
@@ -12,15 +14,9 @@ from dwlab.core.crosspoint import CROSSPOINT
 if TYPE_CHECKING:
     from dwlab.sim.virtual_lab.lab import VirtualLab
 
-# The TSP statements the 707B driver sends; anything else is a syntax error.
-_TSP = re.compile(
-    r'channel\.(?P<op>close|open|exclusiveclose)\("(?P<chans>[^"]*)"\)'
-    r'|(?P<getclose>print\(channel\.getclose\("allslots"\)\))'
-    r'|(?P<count>print\(errorqueue\.count\))'
-    r'|(?P<next>errorcode, message = errorqueue\.next\(\) print\(errorcode, message\))'
-    r'|print\((?P<number>-?\d+(?:\.\d*)?)\)'
-    r'|(?P<idn>\*IDN\?)'
-)
+_IDENTITY, *_STATEMENTS = KEITHLEY_707B
+_TSP = re.compile("|".join(f"(?P<{action}_{i}>{pattern})"
+                           for i, (pattern, action) in enumerate(_STATEMENTS)))
 
 
 def _tsp_number(value: float) -> str:
@@ -30,14 +26,13 @@ def _tsp_number(value: float) -> str:
 class VirtualMatrix(VirtualInstrument):
     """A Keithley 707B (TSP): crosspoints close and open; queries print."""
 
-    idn = "Keithley Instruments Inc.,Model 707B,VIRTUAL0005,dwlab-virtual"
-
-    def __init__(self, lab: VirtualLab, role: str):
+    def __init__(self, lab: VirtualLab, role: str, serial: str = "VIRTUAL"):
         super().__init__(lab, role)
+        self.idn = f"{_IDENTITY[0]},{_IDENTITY[1]},{serial},dwlab-virtual"
         self.closed: set[str] = set()
 
     def handle(self, message: str) -> str | None:
-        out = []
+        out: list[str] = []
         text = message.strip()
         matches = list(_TSP.finditer(text))
         covered = "".join(text[m.start():m.end()] for m in matches)
@@ -45,23 +40,19 @@ class VirtualMatrix(VirtualInstrument):
             self.push_error(-285, f"TSP Syntax error; {text}")
             return None
         for m in matches:
-            if m.group("op"):
-                self.switch(m.group("op"), m.group("chans"))
-            elif m.group("getclose"):
-                out.append(";".join(sorted(self.closed)) if self.closed else "nil")
-            elif m.group("count"):
-                out.append(_tsp_number(len(self.error_queue)))
-            elif m.group("next"):
-                code, text_ = self.error_queue.popleft() if self.error_queue else (0, "")
-                out.append(f"{_tsp_number(code)}\t{text_}")
-            elif m.group("number") is not None:
-                out.append(_tsp_number(float(m.group("number"))))
-            elif m.group("idn"):
-                out.append(self.idn)
+            name = next(k for k, v in m.groupdict().items() if v is not None and "_" in k
+                        and k.rsplit("_", 1)[1].isdigit())
+            reply = getattr(self, name.rsplit("_", 1)[0])(m)
+            if reply is not None:
+                out.append(reply)
         return "\n".join(out) if out else None
 
-    def switch(self, op: str, chans: str) -> None:
+    # -- statements ------------------------------------------------------------------
+
+    def switch(self, m: re.Match[str]) -> None:
+        op, chans = m.group("op"), m.group("chans")
         names = [c.strip() for c in chans.split(",") if c.strip()]
+        self.lab.settle()  # pulses already sent went through the old routing
         if names == ["allslots"] and op == "open":
             self.closed.clear()
             return
@@ -75,3 +66,33 @@ class VirtualMatrix(VirtualInstrument):
             self.closed.difference_update(names)
         else:
             self.closed = set(names)
+
+    def print_closed(self, m: re.Match[str]) -> str:
+        return ";".join(sorted(self.closed)) if self.closed else "nil"
+
+    def print_error_count(self, m: re.Match[str]) -> str:
+        return _tsp_number(len(self.error_queue))
+
+    def print_next_error(self, m: re.Match[str]) -> str:
+        code, text = self.error_queue.popleft() if self.error_queue else (0, "")
+        return f"{_tsp_number(code)}\t{text}"
+
+    def clear_errors(self, m: re.Match[str]) -> None:
+        self.error_queue.clear()
+
+    def reset(self, m: re.Match[str]) -> None:
+        """``reset()`` / ``*RST``: every crosspoint open."""
+        self.lab.settle()
+        self.closed.clear()
+
+    def nothing(self, m: re.Match[str]) -> None:
+        """Operations complete at once (relays settle before the next statement runs)."""
+
+    def print_one(self, m: re.Match[str]) -> str:
+        return "1"
+
+    def print_number(self, m: re.Match[str]) -> str:
+        return _tsp_number(float(m.group("number")))
+
+    def print_idn(self, m: re.Match[str]) -> str:
+        return self.idn
