@@ -264,6 +264,7 @@ def virtual_lab_config(folder: Path) -> Path:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             text = text.replace(f"::{port}::", f"::{s.getsockname()[1]}::")
+    text = text.replace("autostart: true", "autostart: false")  # the runs use served_lab
     path = folder / f"virtual_lab-{random.random():.9f}.yaml"
     path.write_text(text)
     return path

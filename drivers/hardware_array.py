@@ -93,13 +93,10 @@ class HardwareArray(ArrayBase):
         if strategy not in ("grouped", "naive"):
             raise ValueError(f"strategy must be 'grouped' or 'naive', got {strategy!r}")
         # Safety limits first: nothing has been sent to any instrument yet.
-        if not 0 < read_bias_volts <= max_read_bias_volts:
-            raise PulseLimitError(f"read bias {read_bias_volts:g} V outside (0, "
-                                  f"{max_read_bias_volts:g}] V")
-        if not 0 < compliance_amps <= max_compliance_amps:
-            raise PulseLimitError(f"compliance {compliance_amps:g} A outside (0, "
-                                  f"{max_compliance_amps:g}] A")
-        limits.check_shape(nominal_pulse, "nominal pulse")
+        self.check_settings(read_bias_volts=read_bias_volts, compliance_amps=compliance_amps,
+                            max_read_bias_volts=max_read_bias_volts,
+                            max_compliance_amps=max_compliance_amps, limits=limits,
+                            nominal_pulse=nominal_pulse)
         self.pulser, self.meter, self.router = pulser, meter, router
         self.write_paths = [tuple(w) for w, _ in wiring]
         self.read_paths = [tuple(r) for _, r in wiring]
@@ -129,6 +126,19 @@ class HardwareArray(ArrayBase):
             self._stop_after(exc)
             raise
         self.safe_state()
+
+    @staticmethod
+    def check_settings(*, read_bias_volts: float = 0.01, compliance_amps: float = 1e-4,
+                       max_read_bias_volts: float = 0.1, max_compliance_amps: float = 1e-3,
+                       limits: PulseLimits, nominal_pulse: PulseShape, **_: Any) -> None:
+        """The safety checks of the settings, made before any instrument is even opened."""
+        if not 0 < read_bias_volts <= max_read_bias_volts:
+            raise PulseLimitError(f"read bias {read_bias_volts:g} V outside (0, "
+                                  f"{max_read_bias_volts:g}] V")
+        if not 0 < compliance_amps <= max_compliance_amps:
+            raise PulseLimitError(f"compliance {compliance_amps:g} A outside (0, "
+                                  f"{max_compliance_amps:g}] A")
+        limits.check_shape(nominal_pulse, "nominal pulse")
 
     # -- DeviceArray -------------------------------------------------------------------
 

@@ -34,14 +34,26 @@ DRIVERS: dict[str, tuple[str, type, type[RoleAdapter]]] = {
 """name -> (role, pymeasure instrument class, role adapter)."""
 
 
+CLEAR_STATUS = {"keithley707b": "errorqueue.clear()"}
+"""What empties each instrument's error queue (SCPI instruments: ``*CLS``)."""
+
+
 def connect_driver(driver: str, resource: str, *, timeout_seconds: float = 2.0,
                    visa_library: str = "@py") -> Any:
-    """Open the pymeasure driver ``driver`` on ``resource`` with newline terminations."""
+    """Open the pymeasure driver ``driver`` on ``resource`` with newline terminations, and
+    clear the instrument's status: errors another client left in its queue must not be
+    taken for this session's."""
     _, cls, _ = DRIVERS[driver]
     instrument = cls(resource, visa_library=visa_library, timeout=int(timeout_seconds * 1000),
                      read_termination="\n", write_termination="\n")
-    if resource.upper().endswith("::SOCKET"):
-        _set_nodelay(instrument.adapter.connection)
+    try:
+        if resource.upper().endswith("::SOCKET"):
+            _set_nodelay(instrument.adapter.connection)
+        instrument.write(CLEAR_STATUS.get(driver, "*CLS"))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            instrument.adapter.close()
+        raise
     return instrument
 
 

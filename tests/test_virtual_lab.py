@@ -232,38 +232,27 @@ def test_latency_is_added_per_message(tmp_path):
 
 
 def test_virtual_lab_command_serves_until_stopped(tmp_path):
+    """Free ports by default; ``--write-config`` tells the clients where."""
     from dwlab.app.cli import main
 
-    ports = []
-    for _ in range(3):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        ports.append(s.getsockname()[1])
-        s.close()
-    path = lab_config(tmp_path, resources={
-        role: f"TCPIP::127.0.0.1::{port}::SOCKET"
-        for role, port in zip(("pulser", "meter", "router"), ports, strict=True)})
+    path = lab_config(tmp_path)
+    client = tmp_path / "client.yaml"
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault(
-        "rc", main(["virtual-lab", "--config", str(path), "--serve-seconds", "1.5"])))
+        "rc", main(["virtual-lab", "--config", str(path), "--serve-seconds", "1.5",
+                    "--write-config", str(client)])))
     thread.start()
     try:
         deadline = time.monotonic() + 3
-        while True:  # the server needs a moment to start listening
-            pulser = None
-            try:
-                pulser = connect_driver("agilent81110a",
-                                        f"TCPIP::127.0.0.1::{ports[0]}::SOCKET")
-                identity = pulser.id
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-            finally:
-                if pulser is not None:
-                    pulser.adapter.close()
-        assert "81110A" in identity
+        while not client.exists():  # written once the lab listens
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        resource = load_config(client).config.arrays["chip"].hardware.instruments.pulser.resource
+        pulser = connect_driver("agilent81110a", resource)
+        try:
+            assert "81110A" in pulser.id
+        finally:
+            pulser.adapter.close()
     finally:
         thread.join(timeout=10)
     assert result["rc"] == 0
@@ -280,8 +269,9 @@ def test_identify_prints_identities_without_touching_outputs(tmp_path, capsys):
         out = capsys.readouterr().out
         assert running.pulser.idn in out and running.meter.idn in out
         assert running.matrix.idn in out
-        for instrument in running.instruments.values():
-            assert list(instrument.log) == ["*IDN?"]
+        for instrument in running.instruments.values():  # clearing status touches nothing
+            assert list(instrument.log)[-1] == "*IDN?"
+            assert list(instrument.log)[:-1] in (["*CLS"], ["errorqueue.clear()"])
 
 
 # -- checked-in configs and the mixed mapping ------------------------------------------------

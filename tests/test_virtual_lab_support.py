@@ -94,7 +94,9 @@ def training_lab_config(folder: Path) -> Path:
 @contextlib.contextmanager
 def autostarted_lab(path: Path) -> Iterator[VirtualLab]:
     """The lab that ``dwlab train --config path`` connects to, started here on the
-    config's ports so that a test can inspect it (and inject faults): the run finds the
-    ports served and uses this lab. Stopped at the end."""
+    config's ports so that a test can inspect it (and inject faults); the config is
+    rewritten so that the run connects to this lab instead of starting its own
+    (``autostart: false``). Stopped at the end."""
+    path.write_text(path.read_text().replace("autostart: true", "autostart: false"))
     with VirtualLab.from_config(load_config(path)) as lab:
         yield lab

@@ -9,14 +9,14 @@ the read-out values are taken from it here and handed to ``HardwareArray`` as va
 from __future__ import annotations
 
 import contextlib
-import errno
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dwlab.config import ArrayConfig, HardwareConfig, LoadedConfig, TwinConfig
+from dwlab.config import ArrayConfig, HardwareConfig, LoadedConfig, TwinConfig, socket_port
 from dwlab.core.device import DeviceArray
-from dwlab.core.errors import ConfigError, DwlabError
+from dwlab.core.errors import ConfigError, DwlabError, InstrumentConnectionError
+from dwlab.core.instruments import ROLES
 from dwlab.core.roles import ConductanceMeter, PulseSource, Router
 from dwlab.core.types import PulseLimits, PulseShape
 from dwlab.records import now_iso
@@ -137,10 +137,19 @@ def open_role(loaded: LoadedConfig, name: str, role: str, *, resource: str | Non
 
     hw = _hardware_config(loaded, name, None).hardware
     inst = getattr(hw.instruments, role)
-    return open_driver_role(role, inst.driver, resource or inst.resource, channel=inst.channel,
-                            timeout_seconds=inst.timeout_seconds,
-                            visa_library=inst.visa_library,
-                            retries=hw.retries if retries is None else retries)
+    resource = resource or inst.resource
+    try:
+        return open_driver_role(role, inst.driver, resource, channel=inst.channel,
+                                timeout_seconds=inst.timeout_seconds,
+                                visa_library=inst.visa_library,
+                                retries=hw.retries if retries is None else retries)
+    except InstrumentConnectionError as exc:
+        if socket_port(resource) is None:
+            raise
+        raise InstrumentConnectionError(
+            f"{role} ({inst.driver}): nothing answers at {resource}; start the virtual lab "
+            f"first (dwlab virtual-lab --config {loaded.path}), or let the run start its "
+            "own (virtual_lab.autostart: true)") from exc
 
 
 def open_hardware(
@@ -173,6 +182,7 @@ def open_hardware(
         read_back=hw.read_back, shared_path=hw.wiring.shared_path, event_log=event_log,
     )
     settings.update(overrides)
+    HardwareArray.check_settings(**settings)  # before any instrument is opened
     resources = resources or {}
     opened: list[RoleAdapter] = []
 
@@ -229,19 +239,25 @@ def close_array(array: DeviceArray) -> None:
     (close or array.safe_state)()
 
 
-def start_virtual_lab(loaded: LoadedConfig) -> VirtualLab:
-    """Serve the config's virtual lab on 127.0.0.1; the caller stops it. An ``OSError``
-    when a port cannot be served (nothing is left listening then)."""
+def start_virtual_lab(loaded: LoadedConfig, base_port: int | None = None) -> VirtualLab:
+    """Serve the config's virtual lab on 127.0.0.1; the caller stops it.
+
+    Ports: free ones, or ``base_port`` and the next two (pulser, meter, router); the lab's
+    ``resources`` say which. A port already taken is an ``InstrumentConnectionError``
+    naming it (nothing is left listening then).
+    """
     from dwlab.sim.virtual_lab import VirtualLab
+    from dwlab.sim.virtual_lab.lab import LabPortError
 
     if loaded.config.virtual_lab is None:
         raise ConfigError("no 'virtual_lab' section", file=str(loaded.path), key="virtual_lab")
-    lab = VirtualLab.from_config(loaded)
+    ports = {role: 0 if base_port is None else base_port + i for i, role in enumerate(ROLES)}
+    lab = VirtualLab.from_config(loaded, ports)
     try:
         return lab.start()
-    except BaseException:
-        lab.stop()  # the servers that did start
-        raise
+    except LabPortError as exc:
+        raise InstrumentConnectionError(f"cannot serve the virtual lab: {exc.strerror}"
+                                        ) from None
 
 
 class Backends:
@@ -254,37 +270,50 @@ class Backends:
         self.loaded = loaded
         self.event_log = event_log
         self.arrays: list[DeviceArray] = []
-        self.lab: VirtualLab | None = None
-        self._lab_settled = False  # started here, or found served by another process
+        self.lab: VirtualLab | None = None  # the lab this run started, if any
 
     def array(self, name: str = "main", shape: tuple[int, ...] | None = None,
               seed_offset: int = 0) -> DeviceArray:
         """Build array ``name`` (``shape`` sizes twins that do not fix one); it is closed
         with the run. The controller's array factory has this signature."""
-        self._serve_lab_for(name)
-        array = build_array(self.loaded, name, shape, seed_offset, self.event_log)
+        resources = self._serve_lab_for(name)
+        if resources is None:
+            array = build_array(self.loaded, name, shape, seed_offset, self.event_log)
+        else:
+            array = open_hardware(self.loaded, name, shape, seed_offset, self.event_log,
+                                  resources=resources)
         self.arrays.append(array)
+        if resources is not None:
+            for role, identity in array.describe().identity.items():
+                self.check_lab_identity(role, identity)
         return array
 
     def open_role(self, name: str, role: str, *, retries: int | None = None) -> RoleAdapter:
         """One instrument of hardware array ``name`` on its own; the caller closes it."""
-        self._serve_lab_for(name)
-        return open_role(self.loaded, name, role, retries=retries)
+        resources = self._serve_lab_for(name) or {}
+        return open_role(self.loaded, name, role, resource=resources.get(role),
+                         retries=retries)
 
-    def _serve_lab_for(self, name: str) -> None:
+    def _serve_lab_for(self, name: str) -> dict[str, str] | None:
         """Start the virtual lab when array ``name`` is the one it serves and the config
-        asks for it (``virtual_lab.autostart``). Ports already served (another process, a
-        test's lab) are used as they are."""
+        asks for it (``virtual_lab.autostart``); the lab's resources by role then (None:
+        the configured ones). The lab lives as long as the run; its ports are the config's
+        (0: free ones), and a port already taken is an error naming it."""
         lab = self.loaded.config.virtual_lab
-        if self._lab_settled or lab is None or not lab.autostart or lab.array != name:
-            return
-        try:
+        if lab is None or not lab.autostart or lab.array != name:
+            return None
+        if self.lab is None:
             self.lab = start_virtual_lab(self.loaded)
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise ConfigError(f"cannot start the virtual lab: {exc}",
-                                  file=str(self.loaded.path), key="virtual_lab") from None
-        self._lab_settled = True
+        return self.lab.resources
+
+    def check_lab_identity(self, role: str, identity: str) -> None:
+        """The instrument that answered is the one of the lab this run started (its
+        serial), not another lab's on a port taken over since."""
+        if self.lab is not None and self.lab.serial not in identity:
+            raise InstrumentConnectionError(
+                f"{role}: the instrument at {self.lab.resources.get(role)} answered "
+                f"{identity!r}, not the virtual lab this run started (serial "
+                f"{self.lab.serial}); is another lab serving on the same port?")
 
     def close(self) -> list[BaseException]:
         """Close every array once (safe state, then disconnect), even when one fails, then

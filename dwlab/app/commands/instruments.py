@@ -1,4 +1,4 @@
-"""``dwlab instruments identify CONFIG``: ask every configured instrument who it is.
+"""``dwlab instruments identify --config CONFIG``: ask every configured instrument who it is.
 
 Opens each instrument of each hardware array and sends only ``*IDN?``: no output, source
 or switch is touched. A virtual lab the config starts itself (``autostart``) is served for
@@ -8,6 +8,7 @@ the time of the check.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from dwlab.app.commands import ExitCode
 from dwlab.config import load_config
@@ -19,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("instruments", help="talk to the instruments of a lab config")
     isub = p.add_subparsers(dest="instruments_command", required=True)
     ident = isub.add_parser("identify", help="print each instrument's identity (*IDN?)")
-    ident.add_argument("config", help="lab config YAML")
+    ident.add_argument("config_file", nargs="?", metavar="CONFIG",
+                       help="lab config YAML (or --config)")
+    ident.add_argument("--config", help="lab config YAML")
     ident.add_argument("--array", help="only this hardware array")
     ident.set_defaults(func=run_identify)
 
@@ -27,7 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_identify(args: argparse.Namespace) -> int:
     from dwlab.app.backends import open_backends
 
-    loaded = load_config(args.config)
+    if (args.config is None) == (args.config_file is None):
+        print("error: give the lab config once, as --config FILE (or CONFIG)", file=sys.stderr)
+        return ExitCode.USAGE
+    loaded = load_config(args.config or args.config_file)
     # (a loaded config gives every hardware array its 'hardware' section)
     arrays = {name: cfg.hardware for name, cfg in loaded.config.arrays.items()
               if cfg.backend == "hardware" and cfg.hardware is not None
@@ -46,6 +52,7 @@ def run_identify(args: argparse.Namespace) -> int:
                     adapter = backends.open_role(name, role, retries=0)
                     try:
                         identity = adapter.identify()
+                        backends.check_lab_identity(role, identity)
                     finally:
                         adapter.close()
                 except DwlabError as exc:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from dwlab.app.backends import build_array, limits_from_config, open_backends
 from dwlab.app.commands import ExitCode
+from dwlab.app.simulate import add_simulate_option, apply_simulate
 from dwlab.config import load_config, to_data
 from dwlab.core.errors import ConfigError, ProtocolError, PulseLimitError
 from dwlab.core.types import PulseShape
@@ -30,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="check limits and print the plan and estimates; no I/O")
     run.add_argument("--runs-dir", default="runs/protocols", help="parent folder of records")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--config", type=Path,
+                     help="lab config to run on instead of the script's lab_config (e.g. "
+                          "the one `dwlab virtual-lab --write-config` wrote)")
+    add_simulate_option(run)
     run.set_defaults(func=run_run)
 
 
@@ -62,9 +68,15 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def script_target(script: Script):
-    """The array's static description from the lab config alone (no I/O), for dry runs."""
-    loaded = load_config(script.lab_config_path())
+def script_target(script: Script, lab_config: Path | None = None):
+    """The array's static description from the lab config alone (no I/O), for dry runs;
+    ``lab_config`` replaces the script's."""
+    loaded = load_config(lab_config or script.lab_config_path())
+    return target_of(script, loaded)
+
+
+def target_of(script: Script, loaded):
+    """The script's array in ``loaded``: (loaded, shape, nominal pulse)."""
     name = script.config.array
     if name not in loaded.config.arrays:
         raise ConfigError(f"no array named '{name}'", file=str(loaded.path), key="arrays")
@@ -87,15 +99,18 @@ def script_target(script: Script):
 
 def run_run(args: argparse.Namespace) -> int:
     script = load_script(args.script)
-    loaded, shape, nominal = script_target(script)
+    loaded, simulated = apply_simulate(load_config(args.config or script.lab_config_path()),
+                                       args.simulate)
+    loaded, shape, nominal = target_of(script, loaded)
     if args.dry_run:
         return dry_run(script, loaded, shape, nominal)
+    extra = {"lab_config_file": str(loaded.path), "lab_config": to_data(loaded.config),
+             **({"simulated": simulated} if simulated else {})}
     with open_backends(loaded) as backends:
         array = backends.array(script.config.array, shape, script.config.seed_offset)
         result = run_script(script, array, args.runs_dir, progress=not args.no_progress,
                             seed=loaded.config.seed + script.config.seed_offset,
-                            extra_metadata={"lab_config_file": str(loaded.path),
-                                            "lab_config": to_data(loaded.config)})
+                            extra_metadata=extra)
     print(f"{result.status}: {result.folder}")
     for r in result.steps:
         print(f"  {r.status:11s} {r.folder.name}: {r.pulses} pulses, {r.device_reads} reads, "

@@ -16,6 +16,12 @@ import sys
 from pathlib import Path
 
 from dwlab.app.commands import ExitCode
+from dwlab.app.simulate import (
+    add_simulate_option,
+    apply_simulate,
+    record_simulation,
+    simulate_refused_on_resume,
+)
 from dwlab.app.training import (
     FailedRun,
     RunFolder,
@@ -55,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-float-sgld", action="store_true",
                    help="leave out the float SGLD reference")
     add_training_options(p)
+    add_simulate_option(p)
     p.set_defaults(func=run_sweep)
 
 
@@ -91,12 +98,16 @@ def start_sweep(loaded: LoadedConfig, specs: list[RunSpec], run_dir: Path | None
 
 def run_sweep(args: argparse.Namespace) -> int:
     if args.resume is not None:
+        if args.simulate:
+            return simulate_refused_on_resume()
         run = open_run_folder(args.resume)
     else:
-        loaded = config_with_overrides(args.config, args)
+        loaded, simulated = apply_simulate(config_with_overrides(args.config, args),
+                                           args.simulate)
         scheme = args.scheme or loaded.config.controller.scheme
         specs = sweep_specs(scheme, args.bits, args.seeds, not args.no_float_sgld)
         run = start_sweep(loaded, specs, args.run_dir)
+        record_simulation(run.path, run.metadata, simulated)
     print(f"dwlab sweep: records in {run.path}")
     try:
         results = train_run_folder(run, progress=not args.no_progress, keep_going=True)

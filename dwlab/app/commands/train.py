@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 
 from dwlab.app.commands import ExitCode
+from dwlab.app.simulate import (
+    add_simulate_option,
+    apply_simulate,
+    record_simulation,
+    simulate_refused_on_resume,
+)
 from dwlab.app.training import (
     FLOAT_SCHEMES,
     FailedRun,
@@ -36,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-float", action="store_true",
                    help="skip the float SGD reference run")
     add_training_options(p)
+    add_simulate_option(p)
     p.set_defaults(func=run_train)
 
 
@@ -51,15 +58,19 @@ def train_specs(scheme: str, bits: int, seed: int, compare_float: bool) -> list[
 
 def run_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
+        if args.simulate:
+            return simulate_refused_on_resume()
         run = open_run_folder(args.resume)
     else:
-        loaded = config_with_overrides(args.config, args)
+        loaded, simulated = apply_simulate(config_with_overrides(args.config, args),
+                                           args.simulate)
         cfg = loaded.config
         specs = train_specs(args.scheme or cfg.controller.scheme,
                             args.bits or cfg.controller.update_bits, cfg.seed,
                             cfg.training.compare_float and not args.no_float)
         folder = args.run_dir or new_run_dir(cfg.training.runs_dir, cfg.name)
         run = start_run_folder(loaded, folder, "train", specs)
+        record_simulation(run.path, run.metadata, simulated)
     cfg = run.loaded.config
     t = cfg.training
     print(f"dwlab train: {cfg.name}: {t.model} (width {t.width}) on {t.dataset}, "

@@ -1,20 +1,38 @@
-"""``dwlab virtual-lab --config FILE``: serve the config's virtual lab on 127.0.0.1."""
+"""``dwlab virtual-lab --config FILE``: serve a virtual copy of a config's instruments on
+127.0.0.1, so that the config can be rehearsed through SCPI before the real bench.
+
+Any config with a hardware array will do: its ``virtual_lab`` section when it has one, else
+a twin standing in for the array (``dwlab.app.simulate``). The lab serves on free ports (or
+``--base-port`` and the two after it); the output shows each instrument's configured
+address and the loopback address serving it, and ``--write-config`` writes the config with
+those addresses, for the clients (``dwlab train``, ``dwlab protocols run --config``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
+
+import yaml
 
 from dwlab.app.commands import ExitCode
 from dwlab.config import load_config
-from dwlab.core.errors import ConfigError
+from dwlab.core.instruments import ROLES
+from dwlab.records import atomic_write_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("virtual-lab",
                        help="serve simulated instruments (SCPI over TCP on 127.0.0.1)")
-    p.add_argument("--config", required=True, help="lab config with a virtual_lab section")
+    p.add_argument("--config", required=True, type=Path,
+                   help="lab config with a hardware array (bench or virtual-lab config)")
+    p.add_argument("--array", help="the hardware array to serve (when there are several)")
+    p.add_argument("--base-port", type=int, default=None,
+                   help="serve on this port and the next two (default: free ports)")
+    p.add_argument("--write-config", type=Path, metavar="PATH",
+                   help="write the config with its instruments at the served addresses")
     p.add_argument("--serve-seconds", type=float, default=None,
                    help="stop after this long (default: until Ctrl-C)")
     p.set_defaults(func=run)
@@ -22,20 +40,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dwlab.app.backends import start_virtual_lab
+    from dwlab.app.simulate import client_config, with_virtual_copy
 
-    loaded = load_config(args.config)
+    if args.base_port is not None and not 1024 <= args.base_port <= 65533:
+        print("error: --base-port must lie in 1024..65533", file=sys.stderr)
+        return ExitCode.USAGE
+    original = load_config(args.config)
+    loaded = with_virtual_copy(original, args.array)
     served = loaded.config.virtual_lab
-    if served is None:  # start_virtual_lab refuses it too; checked here for ``served.array``
-        raise ConfigError("no 'virtual_lab' section", file=str(loaded.path), key="virtual_lab")
+    assert served is not None  # with_virtual_copy gives it one
+    hardware = original.config.arrays[served.array].hardware
+    assert hardware is not None
+    lab = start_virtual_lab(loaded, args.base_port)
     try:
-        lab = start_virtual_lab(loaded)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen: {exc}", file=str(loaded.path),
-                          key="virtual_lab") from None
-    try:
-        print(f"virtual lab for array '{served.array}' (twin {lab.twin.shape}):", flush=True)
-        for role, resource in lab.resources.items():
-            print(f"  {role:6s} {lab.instruments[role].idn}  at {resource}", flush=True)
+        print(f"virtual lab (serial {lab.serial}) for array '{served.array}' of "
+              f"{args.config}: twin {served.twin.preset}, shape {lab.twin.shape}", flush=True)
+        for role in ROLES:
+            configured = getattr(hardware.instruments, role).resource
+            print(f"  {role:6s} {lab.instruments[role].idn}\n"
+                  f"         {configured}  ->  {lab.resources[role]}", flush=True)
+        if args.write_config is not None:
+            data = client_config(original, served.array, lab.resources)
+            atomic_write_text(args.write_config, yaml.safe_dump(data, sort_keys=False))
+            print(f"clients: {args.write_config} (the config with these addresses)",
+                  flush=True)
         print("Ctrl-C stops it.", file=sys.stderr, flush=True)
         deadline = None if args.serve_seconds is None else time.monotonic() + args.serve_seconds
         while deadline is None or time.monotonic() < deadline:
