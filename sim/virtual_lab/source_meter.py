@@ -4,9 +4,13 @@ devices the matrix's read path connects."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from dwlab.sim.virtual_lab.command_sets import SOURCE_METERS
-from dwlab.sim.virtual_lab.scpi import SETTINGS_CONFLICT, ScpiInstrument
+from dwlab.sim.virtual_lab.scpi import SETTINGS_CONFLICT, Command, ScpiInstrument
+
+if TYPE_CHECKING:
+    from dwlab.sim.virtual_lab.lab import VirtualLab
 
 NO_READING = 9.91e37
 """What a Keithley returns where it has no valid reading."""
@@ -19,15 +23,16 @@ class VirtualSourceMeter(ScpiInstrument):
 
     command_sets = SOURCE_METERS
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, lab: VirtualLab, role: str, driver: str, serial: str = "VIRTUAL"):
+        super().__init__(lab, role, driver, serial)
         self.compliance_set_while_off = False
         self.buffer: list[tuple[float, float, float]] = []
 
     def output_on(self) -> bool:
         return self.flag("output")
 
-    def run(self, command, ch, query, value, unit):
+    def run(self, command: Command, ch: str, query: bool, value: str, unit: str
+            ) -> str | None:
         if not query and command.key in ("volt_limit",) and not self.output_on():
             self.compliance_set_while_off = True
         return super().run(command, ch, query, value, unit)
