@@ -83,15 +83,17 @@ def test_rehearsal_runs_a_protocol_through_scpi_on_a_virtual_copy_of_the_bench(
         rewritten = load_config(client).config.arrays["chip"].hardware.instruments
         assert all(getattr(rewritten, r).resource.startswith("TCPIP::127.0.0.1::")
                    for r in ("pulser", "meter", "router"))
+        assert main(["instruments", "identify", "--config", str(client)]) == 0
         assert main(["protocols", "run", str(SCRIPT), "--config", str(client),
                      "--no-progress", "--runs-dir", str(tmp_path / "runs")]) == 0
     finally:
         serving.send_signal(signal.SIGINT)
         served, _ = serving.communicate(timeout=30)
     assert serving.returncode == 130
-    assert "GPIB0::10::INSTR  ->  TCPIP::127.0.0.1::" in served
+    assert "  pulser GPIB0::10::INSTR  ->  TCPIP::127.0.0.1::" in served
     assert "MODEL 2400" in served and "81110A" in served and "Model 707B" in served
-    assert "completed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.count("ok   chip.") == 3 and "completed" in out
     (folder,) = (tmp_path / "runs").iterdir()
     metadata = json.loads((folder / "metadata.json").read_text())
     assert metadata["lab_config"]["arrays"]["chip"]["backend"] == "hardware"

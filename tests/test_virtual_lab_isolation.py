@@ -63,7 +63,7 @@ def test_a_taken_port_is_one_error_naming_it(tmp_path, capsys):
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(InstrumentConnectionError, match=f"port {port} on 127.0.0.1"):
-            start_virtual_lab(load_config(path), base_port=port)
+            start_virtual_lab(load_config(path), {"pulser": port})
         assert main(["virtual-lab", "--config", str(path), "--base-port", str(port),
                      "--serve-seconds", "0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -239,20 +239,20 @@ def close_array(array: DeviceArray) -> None:
     (close or array.safe_state)()
 
 
-def start_virtual_lab(loaded: LoadedConfig, base_port: int | None = None) -> VirtualLab:
+def start_virtual_lab(loaded: LoadedConfig, ports: dict[str, int] | None = None
+                      ) -> VirtualLab:
     """Serve the config's virtual lab on 127.0.0.1; the caller stops it.
 
-    Ports: free ones, or ``base_port`` and the next two (pulser, meter, router); the lab's
-    ``resources`` say which. A port already taken is an ``InstrumentConnectionError``
-    naming it (nothing is left listening then).
+    ``ports`` by role (0 or none: a free one); the lab's ``resources`` say which were
+    taken. A port already in use is an ``InstrumentConnectionError`` naming it (nothing is
+    left listening then).
     """
     from dwlab.sim.virtual_lab import VirtualLab
     from dwlab.sim.virtual_lab.lab import LabPortError
 
     if loaded.config.virtual_lab is None:
         raise ConfigError("no 'virtual_lab' section", file=str(loaded.path), key="virtual_lab")
-    ports = {role: 0 if base_port is None else base_port + i for i, role in enumerate(ROLES)}
-    lab = VirtualLab.from_config(loaded, ports)
+    lab = VirtualLab.from_config(loaded, {role: (ports or {}).get(role, 0) for role in ROLES})
     try:
         return lab.start()
     except LabPortError as exc:

@@ -14,9 +14,11 @@ keeps a command log, and its output and switch state can be read directly by tes
 log and error queue are bounded as on a real instrument.
 
 Modules: ``faults`` (injected faults), ``instrument`` (command log, error queue, faults),
-``scpi`` (the parser the SCPI instruments share), ``pulser``, ``source_meter`` and
-``matrix`` (the instrument models), ``server`` (TCP serving on loopback) and ``lab``
-(:class:`VirtualLab`: the instruments around one twin).
+``scpi`` (the one SCPI parser and the IEEE 488.2 common commands), ``command_sets`` (each
+model's commands in one table, shared with the driver tests), ``pulser``, ``source_meter``
+and ``matrix`` (the instrument models), ``server`` (TCP serving on loopback) and ``lab``
+(:class:`VirtualLab`: the instruments around one twin; bursts that take their time; a serial
+of its own).
 """
 
 from dwlab.sim.virtual_lab.lab import VirtualLab

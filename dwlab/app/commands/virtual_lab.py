@@ -2,10 +2,11 @@
 127.0.0.1, so that the config can be rehearsed through SCPI before the real bench.
 
 Any config with a hardware array will do: its ``virtual_lab`` section when it has one, else
-a twin standing in for the array (``dwlab.app.simulate``). The lab serves on free ports (or
-``--base-port`` and the two after it); the output shows each instrument's configured
-address and the loopback address serving it, and ``--write-config`` writes the config with
-those addresses, for the clients (``dwlab train``, ``dwlab protocols run --config``).
+a twin standing in for the array (``dwlab.app.simulate``). The lab serves on ``--base-port``
+and the two after it, else on the config's own loopback ports where it names them, else on
+free ports; the output shows each instrument's configured address and the loopback address
+serving it, and ``--write-config`` writes the config with those addresses, for the clients
+(``dwlab train``, ``dwlab protocols run --config``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from dwlab.app.commands import ExitCode
-from dwlab.config import load_config
+from dwlab.config import load_config, socket_port
 from dwlab.core.instruments import ROLES
 from dwlab.records import atomic_write_text
 
@@ -30,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="lab config with a hardware array (bench or virtual-lab config)")
     p.add_argument("--array", help="the hardware array to serve (when there are several)")
     p.add_argument("--base-port", type=int, default=None,
-                   help="serve on this port and the next two (default: free ports)")
+                   help="serve on this port and the next two (default: the config's "
+                        "loopback ports, else free ports)")
     p.add_argument("--write-config", type=Path, metavar="PATH",
                    help="write the config with its instruments at the served addresses")
     p.add_argument("--serve-seconds", type=float, default=None,
@@ -51,14 +53,18 @@ def run(args: argparse.Namespace) -> int:
     assert served is not None  # with_virtual_copy gives it one
     hardware = original.config.arrays[served.array].hardware
     assert hardware is not None
-    lab = start_virtual_lab(loaded, args.base_port)
+    configured = {role: getattr(hardware.instruments, role).resource for role in ROLES}
+    if args.base_port is not None:
+        ports = {role: args.base_port + i for i, role in enumerate(ROLES)}
+    else:  # the config's own loopback ports when it names them, else free ones
+        ports = {role: socket_port(resource) or 0 for role, resource in configured.items()}
+    lab = start_virtual_lab(loaded, ports)
     try:
         print(f"virtual lab (serial {lab.serial}) for array '{served.array}' of "
               f"{args.config}: twin {served.twin.preset}, shape {lab.twin.shape}", flush=True)
         for role in ROLES:
-            configured = getattr(hardware.instruments, role).resource
-            print(f"  {role:6s} {lab.instruments[role].idn}\n"
-                  f"         {configured}  ->  {lab.resources[role]}", flush=True)
+            print(f"  {role:6s} {configured[role]}  ->  {lab.resources[role]}  "
+                  f"{lab.instruments[role].idn}", flush=True)
         if args.write_config is not None:
             data = client_config(original, served.array, lab.resources)
             atomic_write_text(args.write_config, yaml.safe_dump(data, sort_keys=False))
