@@ -210,11 +210,8 @@ class ScpiInstrument(VirtualInstrument):
 
     def unit(self, unit: str, path: str) -> tuple[str | None, str]:
         """Execute one message unit; (reply, the path the next relative header continues)."""
-        header, _, value = unit.partition(" ")
-        header, value = header.strip(), value.strip()
-        if "\t" in header:
-            header, _, rest = header.partition("\t")
-            value = (rest + " " + value).strip()
+        header, value = (unit.split(None, 1) + [""])[:2]  # whitespace ends the header
+        value = value.strip()
         if header.startswith("*") or header.startswith(":*"):
             return self.common(header.lstrip(":").upper(), value, unit), ""
         absolute = header if header.startswith(":") else f"{path}:{header}"
@@ -232,7 +229,7 @@ class ScpiInstrument(VirtualInstrument):
 
     def run(self, command: Command, ch: str, query: bool, value: str, unit: str
             ) -> str | None:
-        if query and command.kind == "event" or not query and command.kind == "query":
+        if (query and command.kind == "event") or (not query and command.kind == "query"):
             self.error(UNDEFINED_HEADER, unit)
             return None
         if query and value:
