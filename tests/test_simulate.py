@@ -109,3 +109,17 @@ def test_the_virtual_copy_of_a_config_with_several_hardware_arrays_needs_one_nam
     with pytest.raises(ConfigError, match="--array"):
         with_virtual_copy(load_config(path))
     assert with_virtual_copy(load_config(path), "chip2").config.virtual_lab.array == "chip2"
+
+
+def test_train_on_the_bench_config_with_simulate_says_so_in_output_and_records(
+        tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(BENCH), "--simulate", "--epochs", "1",
+                 "--limit-train", "64", "--limit-test", "32", "--no-float", "--no-progress",
+                 "--run-dir", str(run)]) == 0
+    assert "simulating array 'chip'" in capsys.readouterr().out
+    metadata = json.loads((run / "metadata.json").read_text())
+    assert "simulating array 'chip'" in metadata["simulated"][0]
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert recorded["arrays"]["chip"]["backend"] == "twin"
+    assert yaml.safe_load(BENCH.read_text())["arrays"]["chip"]["backend"] == "hardware"
