@@ -180,7 +180,8 @@ def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
     # the plot follows the scheme run at the most precisions (ablation rows stay in the table)
     main = max((k[0] for k, _ in by_bits), default=None,
                key=lambda name: sum(k[0] == name for k, _ in by_bits))
-    device = sorted(((k[1], v) for k, v in by_bits if k[0] == main), key=lambda kv: kv[0])
+    device = sorted(((k[1] or 0, v) for k, v in by_bits if k[0] == main),
+                    key=lambda kv: kv[0])
     if device:
         refs = {}
         for name in ("float_sgd", "float_sgld"):
