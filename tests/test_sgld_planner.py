@@ -46,16 +46,59 @@ def test_push_pull_spends_the_whole_budget_and_is_unbiased(desired):
 
 
 @pytest.mark.parametrize("desired", [0.0, 2e-3, -1.3e-3])
-def test_pair_moves_the_difference_whatever_the_asymmetry(desired):
+def test_each_device_of_a_pair_carries_half_the_change(desired):
     planned = plan(Scheme.PUSH_PULL_PAIR, desired)
     push, pull = planned.plan.push, planned.plan.pull
     assert push.shape == (2, N) and torch.all(push + pull == K)
-    # device + gets (n+, n-), device - gets (n-, n+)
-    assert torch.equal(push[0], pull[1]) and torch.equal(pull[0], push[1])
     assert planned.pulses == 2 * K * N
-    mu_sum = SCALE.mu_push + SCALE.mu_pull
-    difference = float((push[0] - pull[0]).double().mean()) * mu_sum
-    assert SCALE.alpha * difference == pytest.approx(desired, abs=0.01 * SCALE.alpha * mu_sum)
+    unit = SCALE.alpha * (SCALE.mu_push + SCALE.mu_pull)
+    for side, sign in ((0, 1), (1, -1)):
+        moved = SCALE.alpha * mean_change(push[side], pull[side], SCALE)
+        assert moved == pytest.approx(sign * desired / 2, abs=0.01 * unit), side
+
+
+def test_per_device_steps_compensate_each_device():
+    """Devices with their own push and pull steps: each one's mean move is the planned
+    one, so a weight at zero gradient does not drift whatever its devices' asymmetry."""
+    gen = torch.Generator().manual_seed(1)
+    mu_push = 1e-6 * (1 + 0.3 * torch.rand(2, N, generator=gen))
+    mu_pull = 1e-6 * (1 + 0.3 * torch.rand(2, N, generator=gen))
+    scale = DeviceScale(alpha=100.0, mu_push=mu_push, mu_pull=mu_pull)
+    planned = plan(Scheme.PUSH_PULL_PAIR, 0.0, scale=scale)
+    push, pull = planned.plan.push.double(), planned.plan.pull.double()
+    moved = push * mu_push - pull * mu_pull  # each device's planned mean move
+    pushy = (mu_push - mu_pull) > 0.1e-6  # devices whose push is clearly the larger step
+    excess = float((mu_push - mu_pull)[pushy].mean())
+    # only the unbiased rounding is left, whatever a device's asymmetry
+    assert float(moved[pushy].mean()) == pytest.approx(0.0, abs=0.02 * K * excess)
+    assert float(moved.abs().max()) <= 2.6e-6  # within one count's step of zero
+    # with the array's mean steps instead, these devices drift by half the budget times it
+    mean_scale = DeviceScale(alpha=100.0, mu_push=float(mu_push.mean()),
+                             mu_pull=float(mu_pull.mean()))
+    blind = plan(Scheme.PUSH_PULL_PAIR, 0.0, scale=mean_scale).plan
+    blind_moved = blind.push.double() * mu_push - blind.pull.double() * mu_pull
+    assert float(blind_moved[pushy].mean()) == pytest.approx(K / 2 * excess, rel=0.1)
+
+
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+def test_rounding_variance_is_what_the_counts_show(rounding):
+    """The rounding variance the planner reports is the variance of the rounded counts
+    around their real value (stochastic), or their squared error (nearest)."""
+    weight = torch.zeros(N)
+    desired = 0.37 * SCALE.alpha * (SCALE.mu_push + SCALE.mu_pull)  # 0.37 of a count
+    grad = torch.full_like(weight, -desired)
+    gen = torch.Generator().manual_seed(2)
+    planned = plan_update(Scheme.PUSH_PULL, grad, weight, SCALE, lr=1.0, prior=0.0,
+                          budget=K, pulse=PULSE, generator=gen, rounding=rounding)
+    unit = SCALE.alpha * (SCALE.mu_push + SCALE.mu_pull)
+    real = desired / unit + K * SCALE.mu_pull / (SCALE.mu_push + SCALE.mu_pull)
+    error = (planned.plan.push.double() - real) * unit
+    assert planned.rounding_variance / N == pytest.approx(float(error.square().mean()),
+                                                          rel=0.02)
+    if rounding == "stochastic":  # unbiased
+        assert float(error.mean()) == pytest.approx(0.0, abs=0.01 * unit)
+    else:  # one value for all, no spread
+        assert len(planned.plan.push.unique()) == 1
 
 
 def test_gradient_only_sends_the_step_alone():
@@ -108,16 +151,22 @@ def test_step_stats_sum_the_tensors_and_log_their_columns():
         TensorUpdateStats(pulses_sent=100, devices_clipped=1, saturated_devices=2,
                           recentred_pairs=3, steps_clipped=4, temperature_weight=0.5),
         TensorUpdateStats(pulses_sent=50, devices_clipped=0, saturated_devices=1,
-                          recentred_pairs=0, steps_clipped=6, temperature_weight=0.25),
+                          recentred_pairs=0, steps_clipped=6, temperature_weight=0.25,
+                          rounding_variance=0.25, edge_drift=0.3, edge_devices=2,
+                          devices=20),
     ]
     stats = StepStats.total(updates, n_weights=10, lr=0.2, step_size=0.002)
     assert (stats.pulses_sent, stats.devices_clipped, stats.saturated_devices,
             stats.recentred_pairs, stats.steps_clipped) == (150, 1, 3, 3, 10)
-    assert stats.effective_temperature == pytest.approx(0.75 / (2 * 0.002 * 10))
+    # device noise and rounding both heat the chain
+    assert stats.effective_temperature == pytest.approx(1.0 / (2 * 0.002 * 10))
+    assert stats.rounding_share == pytest.approx(0.25)
+    assert stats.edge_drift == pytest.approx(0.15) and stats.saturated_fraction == 3 / 20
     assert stats.logged() == {
         "pulses_sent": 150, "devices_clipped": 1, "saturated_devices": 3,
-        "recentred_pairs": 3, "step_size": 0.002, "effective_temperature":
-        stats.effective_temperature,
+        "recentred_pairs": 3, "steps_clipped": 10, "step_size": 0.002,
+        "effective_temperature": stats.effective_temperature, "rounding_share": 0.25,
+        "edge_drift": 0.15,
     }
     assert StepStats.total([], 0, 0.2, 0.002).effective_temperature == 0.0
     with pytest.raises(dataclasses.FrozenInstanceError):

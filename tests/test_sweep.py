@@ -19,7 +19,7 @@ CONFIG = {
     "arrays": {"main": {"backend": "twin",
                         "pulse": {"amplitude_volts": 1.0, "width_seconds": 1.0e-9}}},
     "controller": {"scheme": "push_pull_pair", "update_bits": 7, "lr": 0.5,
-                   "temperature": 0.03, "update_range": 0.1},
+                   "temperature": 0.03, "precision": "fixed_range", "update_range": 0.1},
     "training": {"dataset": "digits", "model": "mlp", "width": 16, "epochs": 1,
                  "batch_size": 32, "limit_train": 128, "limit_test": 60,
                  "burn_in_epochs": 0.5, "thinning_steps": 1, "max_samples": 2},
@@ -65,11 +65,11 @@ def test_sweep_writes_table_csv_and_plot(tmp_path, capsys):
     assert (run / "accuracy_vs_bits.png").stat().st_size > 1000
     # Every precision runs at the config's update range: the same device noise per step,
     # so the same effective temperature (T_eff column) at 2 and 6 bits.
-    assert "update range 0.1," in table
+    assert "precision fixed range 0.1," in table
     t_eff = {bits: next(li for li in table.splitlines()
                         if li.startswith(f"| push_pull_pair | {bits} |")).split("|")[8]
              for bits in (2, 6)}
-    assert float(t_eff[2]) == pytest.approx(float(t_eff[6]), rel=0.1)
+    assert float(t_eff[2]) > 2 * float(t_eff[6])
 
 
 def load_benchmark():
@@ -88,14 +88,18 @@ def test_precision_benchmark_runs_cifar10_from_files_in_the_real_format(tmp_path
                        "--quick", "--batch-size", "32", "--run-dir", str(run),
                        "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "resnet18 width 4 on cifar10" in out and "| push_pull_pair | 8 |" in out
-    meta = json.loads((run / "metadata.json").read_text())
+    assert "resnet18 width 4 on cifar10" in out and "| push_pull_pair | 7 |" in out
+    assert "| gradient_only | 7 |" in out and "precision fixed range 0.005" in out
+    meta = json.loads((run / "bench" / "metadata.json").read_text())
     assert [r["label"] for r in meta["runs"]] == [
-        "float_sgd-s0", "float_sgld-s0", "push_pull_pair-4bit-s0", "push_pull_pair-8bit-s0"]
-    result = json.loads((run / "push_pull_pair-8bit-s0" / "result.json").read_text())
+        "float_sgd-s0", "float_sgld-s0", "push_pull_pair-1bit-s0", "push_pull_pair-7bit-s0",
+        "push_pull-7bit-s0", "gradient_only-7bit-s0"]
+    result = json.loads((run / "bench" / "push_pull_pair-7bit-s0" / "result.json")
+                        .read_text())
     # 80 training images in batches of 32: 2 steps of a 3-channel ResNet18 at width 4.
     assert result["steps"] == 2 and result["device_backed"]
-    assert result["model_parameters"] > 40_000
+    assert result["model_parameters"] > 40_000 and result["precision"]["resolution_bits"] > 0
+    assert (run / "fixed_range" / "push_pull_pair-7bit-s0" / "result.json").exists()
 
 
 def test_a_diverging_run_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):

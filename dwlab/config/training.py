@@ -46,15 +46,25 @@ class ControllerConfig(Schema):
     update_bits: Annotated[int, Interval(ge=1, le=12)] = 7
     """Pulse budget per device and step ``K = 2 ** update_bits - 1``: the resolution of one
     update (``n+ - n-`` takes ``K + 1`` values)."""
+    precision: Literal["bench", "fixed_range"] = "bench"
+    """How the bits act. 'bench' (default), as on a bench: every update pulse is the array's
+    own nominal pulse (config or calibration); ``K`` pulses then set both the largest update
+    (``K`` steps) and its noise (``K`` step variances), and the weight resolution is the
+    window over one step whatever the bits. 'fixed_range' (an ablation): the pulse width is
+    scaled so that ``K`` pulses span ``update_range`` at every precision, so more bits mean
+    finer steps at the same noise."""
     update_range: Finite | None = None
-    """The largest update (all ``K`` pulses of one polarity) as a fraction of the weight
-    window, i.e. of the conductance range of one device. The controller scales the pulse
-    width from the array's nominal pulse so that ``K`` pulses span this range at every
-    ``update_bits``: more bits refine the same range, and the device noise per step stays
-    the same (every config in lab_configs/ sets it; small ranges need short pulses, so the
-    array's ``limits.min_width_seconds`` must allow them). Empty: every pulse is the
-    nominal one, so the range and the noise grow with the bits (kept for arrays whose step
-    is not linear in the pulse width)."""
+    """With ``precision: fixed_range`` only: the largest update (all ``K`` pulses of one
+    polarity) as a fraction of the conductance range of one device. Small ranges need short
+    pulses, so the array's ``limits.min_width_seconds`` must allow them."""
+    rounding: Literal["stochastic", "nearest"] = "stochastic"
+    """How a real-valued pulse count becomes whole pulses: 'stochastic' (unbiased, adds
+    variance ``p (1 - p)`` steps^2 that the effective temperature counts) or 'nearest'
+    (deterministic; its error is a bias, counted as its mean square)."""
+    calibration_pulses: Annotated[int, Interval(ge=1, le=MAX_INT)] = 2048
+    """Pulses of each polarity per device that measure each device's own push and pull
+    step before programming (split into sweeps within ``max_pulses_per_device`` and a
+    third of the track): the per-device asymmetry compensation rests on them."""
     lr: Annotated[Finite, Gt(0)] = 0.05
     temperature: Annotated[Finite, Ge(0)] = 1e-4
     """SGLD temperature of the digital parameters, and of the device weights when
@@ -82,6 +92,11 @@ class ControllerConfig(Schema):
 
     @model_validator(mode="after")
     def _update_range_is_a_fraction(self) -> ControllerConfig:
+        if self.precision == "bench" and self.update_range is not None:
+            raise KeyProblem("update_range", "update_range applies to precision: fixed_range "
+                             "only (bench precision uses the array's own pulse)")
+        if self.precision == "fixed_range" and self.update_range is None:
+            raise KeyProblem("update_range", "precision: fixed_range needs an update_range")
         if self.update_range is not None and not 0 < self.update_range <= 1:
             raise KeyProblem("update_range",
                              "update_range must lie in (0, 1] (a fraction of the window)")

@@ -10,19 +10,21 @@ weight noise variance per step ``2 * eps * T``.
 One step, per device-backed tensor:
 
 1. desired weight change ``dw = -lr_t * (grad + theta / (N prior_sigma^2))``;
-2. converted into pulse counts with a per-device budget ``K = 2^bits - 1`` and stochastic
-   (unbiased) rounding. The bits set the update's resolution, ``update_range`` its range:
-   every pulse has the width at which ``K`` mean steps span ``update_range`` of the
-   conductance range (:func:`dwlab.sgld.maths.update_pulse`), so the device noise per step does
-   not depend on the bits:
+2. converted into pulse counts with a per-device budget ``K = 2^bits - 1``, rounded
+   stochastically (unbiased) or to the nearest count (``ControllerConfig.rounding``). Under
+   bench precision (the default) every pulse is the array's nominal pulse, so ``K`` sets
+   both the largest update and its noise; under the fixed-range ablation the pulse has the
+   width at which ``K`` mean steps span ``update_range`` of the conductance range
+   (:func:`dwlab.sgld.maths.update_pulse`). Every device is compensated with its own
+   measured push and pull step:
 
    - ``push_pull``: ``n+ + n- = K`` on every device, ``n+`` chosen so the mean conductance
      change ``n+ mu+ - n- mu-`` equals ``dw / alpha`` (push/pull asymmetry compensated with the
      step sizes measured while programming). The noise ``K sigma^2`` does not depend on the
      gradient: it is the Langevin noise.
-   - ``push_pull_pair``: device ``+`` gets ``(n+, n-)`` and device ``-`` gets ``(n-, n+)``, so
-     the pair's difference moves by ``(n+ - n-)(mu+ + mu-)`` whatever the asymmetry;
-     ``n+ - n-`` takes the ``K + 1`` values ``-K, -K+2, ..., K``. A pair with a device within
+   - ``push_pull_pair``: each device of the pair is a push-pull device of its own, device
+     ``+`` aiming at ``+dw / 2`` and device ``-`` at ``-dw / 2``, so the pair's mean does not
+     drift at zero gradient whatever the asymmetry of its devices. A pair with a device within
      ``recentre_margin`` of a track end is re-centred: both devices get the same extra
      common-mode count, which leaves the weight's mean unchanged (counted as events).
    - ``gradient_only``: ``n = round(dw / (alpha mu))`` in ``[-K, K]``, ``n+ = max(n, 0)``,

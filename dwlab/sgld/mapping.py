@@ -78,7 +78,7 @@ def attach_weights(
             for (name, array_name, p, array, info), pulse in zip(built, pulses, strict=True)
         ]
         for dw in weights:
-            program(dw, cfg.program_iterations, cfg.read_averages)
+            program(dw, cfg.program_iterations, cfg.read_averages, cfg.calibration_pulses)
     except BaseException:
         for _, _, _, array, _ in built:
             array.safe_state()
@@ -116,10 +116,12 @@ def bind(
             std = 1.0 / math.sqrt(max(1, w[0].numel()))
         alpha = alpha_for_range(info, cfg.weight_range * std, pair=pair)
     g_lo, g_hi = info.conductance_min_siemens, info.conductance_max_siemens
+    nominal = torch.full(array_shape(p, pair), pulse.step_siemens, device=p.device,
+                         dtype=p.dtype)
     return DeviceWeight(
         name=name, array_name=array_name, param=p, array=array, pair=pair, alpha=alpha,
         g_mid=0.5 * (g_lo + g_hi), g_half=0.5 * (g_hi - g_lo),
-        mu_push=pulse.step_siemens, mu_pull=pulse.step_siemens,
+        mu_push=nominal, mu_pull=nominal.clone(),
         sigma=pulse.step_sigma_siemens, pulse=pulse.shape,
         edge_fraction=max(cfg.recentre_margin, SATURATION_MARGIN),
     )
@@ -135,10 +137,11 @@ def mapping_report(weights: Sequence[DeviceWeight], budget: int, step_size: floa
         implied = temperature_for_alpha(
             info, budget, step_size, dw.alpha, pair=dw.pair,
             pulse=UpdatePulse(dw.pulse, dw.pulse.width_seconds / info.nominal_pulse.width_seconds,
-                              dw.mu_push, dw.sigma),
+                              dw.mean_step, dw.sigma),
         )
         rows.append({
             "parameter": dw.name, "shape": list(dw.param.shape), **dw.meta(),
+            **dw.precision(budget),
             "implied_temperature": implied.temperature, **(dw.program_report or {}),
         })
     return rows

@@ -25,7 +25,7 @@ from dwlab.sgld.mapping import ArrayFactory, attach_weights, is_device_weight, m
 from dwlab.sgld.maths import learning_rate_at, pulse_budget
 from dwlab.sgld.planner import check_budget, plan_update
 from dwlab.sgld.recentre import recentre_pairs
-from dwlab.sgld.stats import StepStats, TensorUpdateStats
+from dwlab.sgld.stats import StepStats, TensorUpdateStats, edge_watch
 from dwlab.sgld.weight import DeviceWeight
 
 
@@ -137,7 +137,10 @@ class SGLDController(torch.optim.Optimizer):
         self._digital_update(lr, prior)
         self._step_count += 1
         n_weights = sum(dw.n_weights for dw in active)
-        self.last_stats = StepStats.total(updates, n_weights, lr, lr / self.dataset_size)
+        largest = sum(dw.precision(self.pulse_budget)["largest_update"] * dw.n_weights
+                      for dw in active) / max(1, n_weights)
+        self.last_stats = StepStats.total(updates, n_weights, lr, lr / self.dataset_size,
+                                          largest / max(1, self.pulse_budget))
         return loss
 
     def _check_gradients_finite(self) -> None:
@@ -184,6 +187,7 @@ class SGLDController(torch.optim.Optimizer):
             self.scheme, grad, dw.param, dw.scale(), lr=lr, prior=prior,
             budget=self.pulse_budget, pulse=dw.pulse,
             generator=self._generator(dw.param.device), work=dw.work,
+            rounding=self.cfg.rounding,
         )
         recentred = extra_pulses = 0
         if dw.pair:
@@ -192,6 +196,7 @@ class SGLDController(torch.optim.Optimizer):
                 limits.max_pulses_per_device,
             )
         pulses = planned.pulses + extra_pulses
+        edge = edge_watch(dw, planned.plan, self.pulse_budget)
         receipt = dw.array.apply(planned.plan)
         dw.accept_read(dw.read(self.cfg.read_averages, after=receipt))
         return TensorUpdateStats(
@@ -199,6 +204,10 @@ class SGLDController(torch.optim.Optimizer):
             saturated_devices=dw.saturated_devices(), recentred_pairs=recentred,
             steps_clipped=planned.steps_clipped,
             temperature_weight=dw.alpha**2 * dw.sigma**2 * pulses,
+            rounding_variance=planned.rounding_variance,
+            edge_drift=edge.drift(dw) if edge is not None else 0.0,
+            edge_devices=edge.count if edge is not None else 0,
+            devices=dw.last_read.numel(),
         )
 
     # -- state -----------------------------------------------------------------------
@@ -211,6 +220,17 @@ class SGLDController(torch.optim.Optimizer):
     @property
     def step_count(self) -> int:
         return self._step_count
+
+    def precision_report(self) -> dict[str, float]:
+        """The update precision over every device weight (weighted by weights): weight
+        resolution in bits, largest update as a fraction of the window, pulse budget."""
+        if not self.weights:
+            return {}
+        total = sum(dw.n_weights for dw in self.weights)
+        rows = [(dw.n_weights, dw.precision(self.pulse_budget)) for dw in self.weights]
+        out = {key: sum(n * row[key] for n, row in rows) / total
+               for key in ("resolution_bits", "largest_update_fraction")}
+        return {**out, "pulse_budget": float(self.pulse_budget)}
 
     def mapping_report(self) -> list[dict[str, object]]:
         """Per device-backed tensor: alpha, measured steps, window, implied temperature."""
@@ -244,6 +264,7 @@ class SGLDController(torch.optim.Optimizer):
             "weights": {
                 dw.name: {
                     **dw.meta(),
+                    "steps_siemens": torch.stack((dw.mu_push, dw.mu_pull)).detach().cpu(),
                     "last_read": dw.last_read.detach().cpu().clone(),
                     "snapshot": dw.array.snapshot(),
                 }
@@ -271,8 +292,9 @@ class SGLDController(torch.optim.Optimizer):
         for dw in self.weights:
             saved = ours["weights"][dw.name]
             dw.array.restore(saved["snapshot"])
-            for key in ("alpha", "g_mid", "g_half", "mu_push", "mu_pull", "sigma"):
+            for key in ("alpha", "g_mid", "g_half", "sigma"):
                 setattr(dw, key, float(saved[key]))
+            dw.set_steps(*saved["steps_siemens"])
             last_read = saved["last_read"].to(dw.param.device, dw.param.dtype).clone()
             dw.accept_read(last_read)
         if "last_stats" in ours:

@@ -20,13 +20,17 @@ from dwlab.sgld.workspace import Workspace
 
 @dataclass(frozen=True)
 class DeviceScale:
-    """What the planner needs to know of the devices holding one weight tensor."""
+    """What the planner needs to know of the devices holding one weight tensor.
+
+    The steps are per device (tensors of the array's shape, measured while programming) or
+    one number for every device.
+    """
 
     alpha: float
     """Weight per siemens."""
-    mu_push: float
+    mu_push: float | torch.Tensor
     """Mean conductance change of one push (S)."""
-    mu_pull: float
+    mu_pull: float | torch.Tensor
     """Mean conductance change of one pull (S)."""
 
 
@@ -39,6 +43,10 @@ class PlannedUpdate:
     """Pulses the plan sends."""
     steps_clipped: int
     """Desired steps beyond the pulse budget (clipped to it)."""
+    rounding_variance: float
+    """Weight variance the rounding of counts adds, summed over the tensor's weights
+    (weight units^2): ``p (1 - p)`` pulse units^2 per rounded count with stochastic
+    rounding, the squared rounding error with round-to-nearest."""
 
 
 def round_counts_(x: torch.Tensor, uniform: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -80,54 +88,78 @@ def check_budget(
 def plan_update(
     scheme: Scheme, grad: torch.Tensor, weight: torch.Tensor, scale: DeviceScale, *,
     lr: float, prior: float, budget: int, pulse: PulseShape, generator: torch.Generator,
-    work: Workspace | None = None,
+    work: Workspace | None = None, rounding: str = "stochastic",
 ) -> PlannedUpdate:
     """The pulse plan that moves ``weight`` by ``-lr * (grad + prior * weight)`` in the mean.
 
-    Draws one uniform number per weight from ``generator`` (stochastic rounding). Neither
-    ``grad`` nor ``weight`` is changed; the counts live in ``work`` (a fresh workspace by
-    default), so a plan is valid until the next call with the same workspace.
+    Every device is compensated with its own push and pull step: a single device gets
+    ``n+ mu+ - (K - n+) mu- = dw / alpha``; each device of a differential pair targets half
+    the change (``+dw / 2`` and ``-dw / 2``), so a pair at zero gradient stays put in the
+    mean whatever the spread of its two devices. ``rounding`` 'stochastic' draws one uniform
+    number per device from ``generator``; 'nearest' draws none. Neither ``grad`` nor
+    ``weight`` is changed; the counts live in ``work`` (a fresh workspace by default), so a
+    plan is valid until the next call with the same workspace.
     """
     K = budget
     work = work or Workspace(weight.device)
-    shape = weight.shape
     pair = scheme.is_pair  # a differential pair per weight: array shape (2, *shape)
-    array_shape = (2, *shape) if pair else shape
-    # x: the real-valued push count (push-pull) or signed count (gradient-only).
-    x = work.get("x", shape, weight.dtype)
-    torch.add(grad, weight, alpha=prior, out=x)  # grad of U / N
-    rounding = work.get("rounding", shape, weight.dtype)
-    torch.rand(shape, generator=generator, out=rounding)
+    array_shape = (2, *weight.shape) if pair else weight.shape
+    # target: the desired conductance change of each device (S).
+    target = work.get("target", array_shape, weight.dtype)
+    if pair:
+        torch.add(grad, weight, alpha=prior, out=target[0]).mul_(-lr / (2 * scale.alpha))
+        torch.neg(target[0], out=target[1])
+    else:
+        torch.add(grad, weight, alpha=prior, out=target).mul_(-lr / scale.alpha)
     push = work.get("push", array_shape, torch.int32)
     pull = work.get("pull", array_shape, torch.int32)
+    # x: the real-valued push count (push-pull) or signed count (gradient-only); unit: the
+    # conductance change of one more count.
+    x = target
     if scheme == Scheme.GRADIENT_ONLY:
-        x.mul_(-lr / scale.alpha)  # desired conductance change (S)
-        x.mul_(torch.where(x > 0, 1.0 / scale.mu_push, 1.0 / scale.mu_pull))
-        clipped = count_outside(x, -K, K)
-        round_counts_(x, rounding, -K, K)
-        pulses = int(float(x.abs().sum()))
-        torch.clamp(x, min=0, out=rounding)
-        push.copy_(rounding)
-        torch.clamp(x, max=0, out=rounding)
-        pull.copy_(rounding.neg_())
+        unit = torch.where(x > 0, scale.mu_push, scale.mu_pull)
+        x.div_(unit)
+        lo, hi = -K, K
     elif scheme in (Scheme.PUSH_PULL, Scheme.PUSH_PULL_PAIR):
-        mu_sum = scale.mu_push + scale.mu_pull
-        if pair:  # n+ = dw / (2 alpha (mu+ + mu-)) + K / 2
-            factor, offset = -lr / (2 * scale.alpha * mu_sum), K / 2
-        else:  # n+ mu+ - (K - n+) mu- = dw / alpha
-            factor, offset = -lr / (scale.alpha * mu_sum), K * scale.mu_pull / mu_sum
-        x.mul_(factor).add_(offset)
-        clipped = count_outside(x, 0, K)
-        round_counts_(x, rounding, 0, K)
-        if pair:  # device + gets (n+, n-), device - gets (n-, n+)
-            push[0].copy_(x)
-            torch.neg(push[0], out=push[1]).add_(K)
-            pull[0].copy_(push[1])
-            pull[1].copy_(push[0])
-        else:
-            push.copy_(x)
-            torch.neg(push, out=pull).add_(K)
-        pulses = K * push.numel()
+        unit = work.get("unit", array_shape, weight.dtype)
+        unit.zero_().add_(scale.mu_push).add_(scale.mu_pull)
+        x.add_(K * scale.mu_pull).div_(unit)
+        lo, hi = 0, K
     else:
         raise ValueError(f"scheme '{scheme}' sends no pulses")
-    return PlannedUpdate(PulsePlan(push, pull, pulse, pulse), pulses, clipped)
+    clipped = count_outside(x[0] if pair else x, lo, hi)  # weights, not devices
+    rounding_var = round_and_measure_(x, unit, lo, hi, rounding, generator, work)
+    if scheme == Scheme.GRADIENT_ONLY:
+        pulses = int(float(x.abs().sum()))
+        push.copy_(x.clamp(min=0))
+        pull.copy_(x.clamp(max=0).neg_())
+    else:
+        push.copy_(x)
+        torch.neg(push, out=pull).add_(K)
+        pulses = K * push.numel()
+    return PlannedUpdate(PulsePlan(push, pull, pulse, pulse), pulses, clipped,
+                         rounding_var * scale.alpha**2)
+
+
+def round_and_measure_(x: torch.Tensor, unit: torch.Tensor, lo: float, hi: float,
+                       rounding: str, generator: torch.Generator, work: Workspace) -> float:
+    """Round the counts ``x`` in place (clamped to ``[lo, hi]``); returns the conductance
+    variance the rounding adds, summed over devices (S^2), ``unit`` being each device's
+    conductance change per count."""
+    x.clamp_(lo, hi)
+    frac = work.get("frac", x.shape, x.dtype)
+    if rounding == "nearest":
+        torch.round(x, out=frac)
+        torch.sub(x, frac, out=x)  # x: the rounding error
+        error = float(torch.sum((x * unit).square_()))
+        x.copy_(frac)
+        return error
+    if rounding != "stochastic":
+        raise ValueError(f"unknown rounding {rounding!r}; known: stochastic, nearest")
+    torch.floor(x, out=frac)
+    torch.sub(x, frac, out=frac)  # p: the fractional part
+    variance = float(torch.sum(frac.mul(1 - frac).mul_(unit.square())))
+    uniform = work.get("rounding", x.shape, x.dtype)
+    torch.rand(x.shape, generator=generator, out=uniform)
+    round_counts_(x, uniform, lo, hi)
+    return variance

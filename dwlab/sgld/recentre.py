@@ -36,13 +36,18 @@ def recentre_pairs(
     off_centre = common.abs() > limit
     pairs, common = pairs[off_centre], common[off_centre]
     cap = max_pulses - budget
-    m = (common / (0.5 * (dw.mu_push + dw.mu_pull))).round_().clamp_(-cap, cap)
-    m = m.to(plan.push.dtype)
-    m_pull = m.clamp(min=0)
-    m_push = (-m).clamp(min=0)
+    # Each device gets its own count, from its own step, so both move by the same
+    # conductance and the weight keeps its mean even when the two devices differ.
+    up = common < 0
     push_flat, pull_flat = plan.push.view(2, -1), plan.pull.view(2, -1)
+    events = pulses = 0
     for side in (0, 1):
-        push_flat[side].index_add_(0, pairs, m_push)
-        pull_flat[side].index_add_(0, pairs, m_pull)
-    events, pulses = torch.stack((torch.count_nonzero(m), m.abs().sum())).tolist()
-    return int(events), 2 * int(pulses)
+        step = torch.where(up, dw.mu_push.view(2, -1)[side, pairs],
+                           dw.mu_pull.view(2, -1)[side, pairs])
+        m = (common.abs() / step).round_().clamp_(0, cap).to(plan.push.dtype)
+        push_flat[side].index_add_(0, pairs, torch.where(up, m, 0))
+        pull_flat[side].index_add_(0, pairs, torch.where(up, 0, m))
+        if side == 0:
+            events = int(torch.count_nonzero(m))
+        pulses += int(m.sum())
+    return events, pulses

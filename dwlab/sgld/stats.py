@@ -6,6 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+
+from dwlab.core.types import PulsePlan
+from dwlab.sgld.weight import SATURATION_MARGIN, DeviceWeight
+
 
 @dataclass(frozen=True)
 class TensorUpdateStats:
@@ -20,7 +25,15 @@ class TensorUpdateStats:
     steps_clipped: int
     """Desired steps beyond the pulse budget."""
     temperature_weight: float
-    """``alpha^2 sigma_G^2 * pulses``: this tensor's share of the effective temperature."""
+    """``alpha^2 sigma_G^2 * pulses``: the device noise, summed over weights (weight^2)."""
+    rounding_variance: float = 0.0
+    """The rounding of counts, summed over weights (weight^2)."""
+    edge_drift: float = 0.0
+    """Moves of walls that sat at a track end, beyond their planned moves and towards the
+    centre, summed, in largest single-device updates (``K`` steps)."""
+    edge_devices: int = 0
+    """Devices that sat at a track end before the step."""
+    devices: int = 0
 
 
 @dataclass(frozen=True)
@@ -38,23 +51,40 @@ class StepStats:
     lr: float = 0.0
     """The rate ``lr_t`` of this step."""
     effective_temperature: float = 0.0
-    """The device weights' mean temperature this step:
-    ``alpha^2 sigma_G^2 * pulses per weight / (2 eps)``; 0 for the float schemes."""
+    """The device weights' mean temperature this step: the weight noise variance per step,
+    device noise (``alpha^2 sigma_G^2`` per pulse) plus the rounding of counts, over
+    ``2 eps``; 0 for the float schemes."""
+    rounding_share: float = 0.0
+    """The part of that noise that the rounding of counts contributes."""
+    noise_per_step: float = 0.0
+    """Weight noise per step, standard deviation (device noise and rounding)."""
+    largest_update: float = 0.0
+    """Largest weight change one update can make (all ``K`` pulses one way), mean over
+    weights; with ``noise_per_step`` it says how coarse and how hot an update is."""
+    saturated_fraction: float = 0.0
+    """Devices within the saturation margin of a track end after the step."""
+    edge_drift: float = 0.0
+    """Mean excess move towards the centre of walls that sat at a track end, in largest
+    single-device updates (0 when none sat there)."""
 
     LOGGED: ClassVar[tuple[str, ...]] = (
         "pulses_sent", "devices_clipped", "saturated_devices", "recentred_pairs",
-        "step_size", "effective_temperature",
+        "steps_clipped", "step_size", "effective_temperature", "rounding_share",
+        "edge_drift",
     )
     """The fields a training run writes into its per-step table, in column order."""
 
     @classmethod
     def total(
-        cls, updates: Sequence[TensorUpdateStats], n_weights: int, lr: float, step_size: float
+        cls, updates: Sequence[TensorUpdateStats], n_weights: int, lr: float, step_size: float,
+        largest_update: float = 0.0,
     ) -> StepStats:
         """The step's statistics from those of its ``updates`` over ``n_weights`` weights."""
-        temperature = 0.0
-        for update in updates:
-            temperature += update.temperature_weight
+        device = sum(u.temperature_weight for u in updates)
+        rounding = sum(u.rounding_variance for u in updates)
+        noise = (device + rounding) / n_weights if n_weights else 0.0
+        devices = sum(u.devices for u in updates)
+        edge_devices = sum(u.edge_devices for u in updates)
         return cls(
             pulses_sent=sum(u.pulses_sent for u in updates),
             devices_clipped=sum(u.devices_clipped for u in updates),
@@ -62,9 +92,49 @@ class StepStats:
             recentred_pairs=sum(u.recentred_pairs for u in updates),
             steps_clipped=sum(u.steps_clipped for u in updates),
             step_size=step_size, lr=lr,
-            effective_temperature=temperature / (2 * step_size * n_weights) if n_weights else 0.0,
+            effective_temperature=noise / (2 * step_size),
+            rounding_share=rounding / (device + rounding) if device + rounding > 0 else 0.0,
+            noise_per_step=noise**0.5, largest_update=largest_update,
+            saturated_fraction=(sum(u.saturated_devices for u in updates) / devices
+                                if devices else 0.0),
+            edge_drift=(sum(u.edge_drift for u in updates) / edge_devices
+                        if edge_devices else 0.0),
         )
 
     def logged(self) -> dict[str, int | float]:
         """The logged fields by name (see :attr:`LOGGED`)."""
         return {name: getattr(self, name) for name in self.LOGGED}
+
+
+@dataclass(frozen=True)
+class EdgeWatch:
+    """Devices that sat at a track end before an update, and their planned mean moves."""
+
+    index: torch.Tensor
+    before: torch.Tensor
+    planned: torch.Tensor
+    budget: int
+
+    @property
+    def count(self) -> int:
+        return self.index.numel()
+
+    def drift(self, dw: DeviceWeight) -> float:
+        """Their moves after the update beyond the planned ones, towards the centre, summed,
+        in largest single-device updates (``budget`` mean steps)."""
+        after = dw.last_read.reshape(-1)[self.index]
+        excess = (after - self.before - self.planned) * torch.sign(dw.g_mid - self.before)
+        return float(excess.sum()) / (self.budget * dw.mean_step)
+
+
+def edge_watch(dw: DeviceWeight, plan: PulsePlan, budget: int) -> EdgeWatch | None:
+    """Watch ``dw``'s saturated devices (last read-back) through ``plan``; None if none."""
+    if dw.near_edge is None or dw.edge_distance is None or dw.near_edge.numel() == 0:
+        return None
+    index = dw.near_edge[dw.edge_distance > dw.g_half * (1 - 2 * SATURATION_MARGIN)]
+    if index.numel() == 0:
+        return None
+    push = plan.push.reshape(-1)[index].to(dw.mu_push.dtype)
+    pull = plan.pull.reshape(-1)[index].to(dw.mu_push.dtype)
+    planned = push * dw.mu_push.reshape(-1)[index] - pull * dw.mu_pull.reshape(-1)[index]
+    return EdgeWatch(index, dw.last_read.reshape(-1)[index], planned, budget)

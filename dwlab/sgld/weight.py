@@ -3,6 +3,7 @@ one device per weight, ``w = alpha * (G+ - G-)`` for a differential pair."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -45,9 +46,10 @@ class DeviceWeight:
     """Centre of the nominal conductance window (``G_ref`` of single devices)."""
     g_half: float
     """Half the nominal conductance range."""
-    mu_push: float
-    """Mean conductance change of one push (S), measured while programming."""
-    mu_pull: float
+    mu_push: torch.Tensor
+    """Each device's mean conductance change of one push (S, array shape), measured while
+    programming (the nominal step until then)."""
+    mu_pull: torch.Tensor
     sigma: float
     """Conductance spread of one update pulse (S), from ``describe()`` scaled to its width."""
     pulse: PulseShape
@@ -72,8 +74,32 @@ class DeviceWeight:
     def n_weights(self) -> int:
         return self.param.numel()
 
+    @property
+    def mean_step(self) -> float:
+        """The array's mean step, push and pull alike (S)."""
+        return 0.5 * float(self.mu_push.mean() + self.mu_pull.mean())
+
+    def precision(self, budget: int) -> dict[str, float]:
+        """What ``budget`` pulses per update mean for this tensor, in weight units:
+        the window, one rounding unit (one more push for one fewer pull on one device), the
+        largest update (every device of a weight all one way), and the weight resolution
+        ``log2(window / unit)`` in bits."""
+        window = self.alpha * self.g_half * 2 * (2 if self.pair else 1)
+        unit = self.alpha * 2 * self.mean_step
+        largest = self.alpha * budget * self.mean_step * (2 if self.pair else 1)
+        return {"weight_window": window, "weight_unit": unit, "largest_update": largest,
+                "largest_update_fraction": largest / window,
+                "resolution_bits": math.log2(window / unit)}
+
     def scale(self) -> DeviceScale:
         return DeviceScale(self.alpha, self.mu_push, self.mu_pull)
+
+    def set_steps(self, mu_push: torch.Tensor | float, mu_pull: torch.Tensor | float) -> None:
+        """Take per-device steps (or one step for every device), in the array's shape."""
+        shape = (2, *self.param.shape) if self.pair else tuple(self.param.shape)
+        device, dtype = self.param.device, self.param.dtype
+        self.mu_push = torch.as_tensor(mu_push, dtype=dtype, device=device).expand(shape).clone()
+        self.mu_pull = torch.as_tensor(mu_pull, dtype=dtype, device=device).expand(shape).clone()
 
     def write_weights(self) -> None:
         """Set the parameter to the weights the devices hold (from ``last_read``)."""
@@ -125,7 +151,9 @@ class DeviceWeight:
         """The mapping onto the array (stored with the controller's state)."""
         return {
             "array": self.array_name, "pair": self.pair, "alpha": self.alpha,
-            "g_mid": self.g_mid, "g_half": self.g_half, "mu_push": self.mu_push,
-            "mu_pull": self.mu_pull, "sigma": self.sigma,
+            "g_mid": self.g_mid, "g_half": self.g_half,
+            "mu_push": float(self.mu_push.mean()), "mu_pull": float(self.mu_pull.mean()),
+            "mu_push_spread": float(self.mu_push.std()) if self.mu_push.numel() > 1 else 0.0,
+            "sigma": self.sigma,
             "pulse_width_seconds": self.pulse.width_seconds,
         }

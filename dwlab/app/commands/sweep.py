@@ -2,7 +2,8 @@
 
 The same training (config, epochs, seeds) with float SGD, float SGLD, and the configured
 device scheme (push-pull SGLD through the arrays) at several update precisions, all at the
-config's update range (``controller.update_range``: more bits, finer steps); writes
+config's precision (``controller.precision``: bench, the nominal pulse; or fixed_range,
+``controller.update_range``: more bits, finer steps); writes
 ``sweep.csv`` (one row per run), ``sweep.md`` (mean and spread over seeds, and the gap to
 float SGD) and ``accuracy_vs_bits.png`` into the run folder.
 """
@@ -73,8 +74,8 @@ def sweep_specs(scheme: str, bits: list[int], seeds: list[int],
                 float_sgld: bool = True) -> list[RunSpec]:
     """Float references first (per seed), then the device scheme at every precision.
 
-    The controller keeps the update range (``controller.update_range``) at every precision
-    by scaling the pulse width, so the bits change only the update's resolution.
+    Under bench precision the bits set the pulse budget of the nominal pulse; under
+    fixed_range the controller scales the width so the bits change only the resolution.
     """
     if scheme not in DEVICE_SCHEMES:
         raise ValueError(f"the sweep needs a device scheme ({', '.join(DEVICE_SCHEMES)}), "
@@ -148,17 +149,20 @@ def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
     float_sgd = groups.get(("float_sgd", None))
     reference = _mean_std([r.accuracy for r in float_sgd])[0] if float_sgd else None
     t, c = run.loaded.config.training, run.loaded.config.controller
-    update_range = "nominal pulse" if c.update_range is None else f"{c.update_range:g}"
+    precision = ("bench (nominal pulse)" if c.update_range is None
+                 else f"fixed range {c.update_range:g}")
     lines = [
         f"Test accuracy, {t.model} (width {t.width}) on {t.dataset}, {t.epochs} epochs, "
-        f"seeds {sorted({r.seed for r in results})}; lr {c.lr:g}, update range "
-        f"{update_range}, weight range {c.weight_range:g}. Rows with samples > 0: Bayesian "
+        f"seeds {sorted({r.seed for r in results})}; lr {c.lr:g}, precision {precision}, "
+        f"weight range {c.weight_range:g}. Rows with samples > 0: Bayesian "
         "model average over that many posterior samples; otherwise the final weights. "
-        "T_eff: mean effective temperature the device noise realised.",
+        "T_eff: mean effective temperature of the device weights (device noise and the "
+        "rounding of pulse counts); saturated: devices at a track end after the last step; "
+        "res. bits: weight resolution, log2(window / one step).",
         "",
         "| method | bits | accuracy (%) | vs float SGD (pp) | NLL | ECE | pulses/weight "
-        "| T_eff | samples | runs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| T_eff | saturated (%) | res. bits | samples | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (scheme, bits), rs in sorted(groups.items(),
                                      key=lambda kv: (kv[0][1] is not None, kv[0][1] or 0,
@@ -171,14 +175,24 @@ def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
                   if rs[0].device_backed else "-")
         t_eff = (f"{statistics.fmean(r.effective_temperature_mean for r in rs):.3g}"
                  if rs[0].device_backed else "-")
+        saturated = (f"{100 * statistics.fmean(r.saturated_fraction for r in rs):.1f}"
+                     if rs[0].device_backed else "-")
+        res_bits = (f"{statistics.fmean(r.precision['resolution_bits'] for r in rs):.1f}"
+                    if rs[0].device_backed and rs[0].precision else "-")
         samples = statistics.fmean(r.samples for r in rs)
         lines.append(f"| {scheme} | {bits if bits is not None else '-'} | "
                      f"{100 * acc:.2f} ± {100 * acc_sd:.2f} | {gap} | {nll:.4f} | {ece:.4f} | "
-                     f"{pulses} | {t_eff} | {samples:g} | {len(rs)} |")
+                     f"{pulses} | {t_eff} | {saturated} | {res_bits} | {samples:g} | "
+                     f"{len(rs)} |")
     lines += [f"- failed: {r.label}: {r.failed}" for r in failed]
     table_md = "\n".join(lines) + "\n"
     atomic_write_text(folder / "sweep.md", table_md)
-    device = sorted((k[1], v) for k, v in groups.items() if k[1] is not None)
+    by_bits = [(k, v) for k, v in groups.items() if k[1] is not None]
+    # the plot follows the scheme run at the most precisions (ablation rows stay in the table)
+    main = max((k[0] for k, _ in by_bits), default=None,
+               key=lambda name: sum(k[0] == name for k, _ in by_bits))
+    device = sorted(((k[1] or 0, v) for k, v in by_bits if k[0] == main),
+                    key=lambda kv: kv[0])
     if device:
         refs = {}
         for name in ("float_sgd", "float_sgld"):

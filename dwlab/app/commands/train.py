@@ -87,15 +87,24 @@ def run_train(args: argparse.Namespace) -> int:
 def report(results: list[RunOutcome], folder: Path) -> str:
     """The closing report: accuracy and calibration per run, pulses per weight, records."""
     lines = ["", f"{'run':<22} {'accuracy':>9} {'NLL':>7} {'ECE':>7} {'entropy':>8} "
-             f"{'samples':>7} {'pulses/weight':>14} {'train s':>8}"]
+             f"{'samples':>7} {'pulses/weight':>14} {'T_eff':>8} {'saturated':>9} "
+             f"{'res. bits':>9} {'train s':>8}"]
     for r in results:
         if isinstance(r, FailedRun):  # only in a sweep's folder resumed by train
             lines.append(f"{r.label:<22} failed: {r.failed}")
             continue
-        pulses = f"{r.pulses_per_weight:.1f}" if r.device_backed else "-"
+        device = r.device_backed
+        pulses = f"{r.pulses_per_weight:.1f}" if device else "-"
+        t_eff = f"{r.effective_temperature_mean:.3g}" if device else "-"
+        saturated = f"{100 * r.saturated_fraction:.1f}%" if device else "-"
+        bits = f"{r.precision['resolution_bits']:.1f}" if device and r.precision else "-"
         lines.append(
             f"{r.label:<22} {100 * r.accuracy:8.2f}% {r.nll:7.4f} {r.ece:7.4f} "
-            f"{r.entropy:8.4f} {r.samples:7d} {pulses:>14} {r.train_seconds:8.1f}")
+            f"{r.entropy:8.4f} {r.samples:7d} {pulses:>14} {t_eff:>8} {saturated:>9} "
+            f"{bits:>9} {r.train_seconds:8.1f}")
+    lines.append("T_eff: mean effective temperature of the device weights (device noise and "
+                 "the rounding of pulse counts); saturated: devices at a track end after the "
+                 "last step; res. bits: weight resolution, log2(window / one step)")
     lines.append("accuracy, NLL, ECE and entropy: Bayesian model average over the posterior "
                  "samples (SGLD schemes) or the final weights (float SGD), on the test set")
     lines.append(f"records: {folder} (config.yaml, metadata.json, per-run steps.csv, "

@@ -44,7 +44,8 @@ STEP_COLUMNS = ["attempt", "step", "epoch", "batch", "loss", "batch_accuracy", "
                 *StepStats.LOGGED]
 EPOCH_COLUMNS = ["attempt", "epoch", "step", "test_accuracy", "test_nll", "test_ece",
                  "test_entropy", "bma_accuracy", "bma_nll", "bma_ece", "bma_entropy",
-                 "samples", "pulses_total", "seconds"]
+                 "samples", "pulses_total", "seconds", "effective_temperature",
+                 "saturated_fraction", "clipped_fraction", "edge_drift"]
 
 
 class TrainingDiverged(DwlabError, ArithmeticError):
@@ -75,6 +76,11 @@ class Progress:
     pulses_total: int = 0
     seconds: float = 0.0
     temperature_sum: float = 0.0
+    # this epoch so far: what the device updates did (for epochs.csv)
+    epoch_steps: int = 0
+    epoch_temperature: float = 0.0
+    epoch_clipped: float = 0.0
+    epoch_edge_drift: float = 0.0
 
 
 class TrainingRun:
@@ -184,6 +190,7 @@ class TrainingRun:
         burn_in_steps = math.ceil(tcfg.burn_in_epochs * per_epoch)
         store = PosteriorStore(tcfg.max_samples)
         state = self._resume(model, opt, store)
+        mapped = sum(dw.n_weights for dw in opt.weights)
 
         started = time.perf_counter()  # of the current stretch of training time
 
@@ -227,6 +234,10 @@ class TrainingRun:
                     state.step += 1
                     state.pulses_total += stats.pulses_sent
                     state.temperature_sum += stats.effective_temperature
+                    state.epoch_steps += 1
+                    state.epoch_temperature += stats.effective_temperature
+                    state.epoch_clipped += stats.steps_clipped / max(1, mapped)
+                    state.epoch_edge_drift += stats.edge_drift
                     step = state.step
                     if step % tcfg.log_every_steps == 0 or step == total_steps:
                         steps_log.append({
@@ -251,7 +262,8 @@ class TrainingRun:
                 row = self._evaluate_epoch(model, store, predict, state.step)
                 epochs_log.append({"attempt": state.attempt, "epoch": epoch + 1,
                                    "step": state.step, "pulses_total": state.pulses_total,
-                                   "seconds": f"{state.seconds:.3f}", **row})
+                                   "seconds": f"{state.seconds:.3f}", **row,
+                                   **device_epoch(state, opt.last_stats)})
                 bar.set_postfix(acc=f"{row['test_accuracy']:.4f}", samples=len(store))
                 checkpoint()
                 self._step_boundary(state.step, checkpoint)
@@ -301,6 +313,8 @@ class TrainingRun:
             steps=state.step, train_seconds=state.seconds,
             pulses_total=state.pulses_total, mapped_weights=weights,
             effective_temperature_mean=state.temperature_sum / max(1, state.step),
+            saturated_fraction=opt.last_stats.saturated_fraction,
+            precision=opt.precision_report(),
             pulses_per_weight=state.pulses_total / weights if weights else 0.0,
             device_backed=bool(opt.weights), resumed_attempts=state.attempt,
             model_parameters=count_parameters(model),
@@ -313,3 +327,18 @@ class TrainingRun:
                                          title=self.spec.label)
         write_result(self.folder, result)
         return result
+
+
+def device_epoch(state: Progress, last: StepStats) -> dict[str, float]:
+    """The device columns of epochs.csv, and a fresh start for the next epoch: mean T_eff
+    (device noise and rounding), saturated devices at the epoch's end, clipped steps per
+    weight and step, and the mean excess drift of walls at a track end (in largest
+    updates)."""
+    n = max(1, state.epoch_steps)
+    row = {"effective_temperature": state.epoch_temperature / n,
+           "saturated_fraction": last.saturated_fraction,
+           "clipped_fraction": state.epoch_clipped / n,
+           "edge_drift": state.epoch_edge_drift / n}
+    state.epoch_steps = 0
+    state.epoch_temperature = state.epoch_clipped = state.epoch_edge_drift = 0.0
+    return row

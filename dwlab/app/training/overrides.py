@@ -23,8 +23,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="override training.data_dir")
     p.add_argument("--device", help="torch device for the model and the twins: cpu, cuda")
     p.add_argument("--update-range", type=float,
-                   help="override controller.update_range (largest update, as a fraction "
-                        "of the conductance window)")
+                   help="the fixed-range ablation: controller.precision fixed_range with "
+                        "this update_range (largest update, as a fraction of the "
+                        "conductance window)")
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast of the forward pass")
     p.add_argument("--run-dir", type=Path,
@@ -42,8 +43,9 @@ def config_with_overrides(path: Path, args: argparse.Namespace, **training: Any
                "limit_test": args.limit_test, "data_dir": data_dir,
                "torch_device": args.device, "bf16": args.bf16 or None,
                **{k: v for k, v in training.items() if v is not None}}
-    loaded = with_training_overrides(load_config(path),
-                                     controller={"update_range": args.update_range}, **changes)
+    ablation = "fixed_range" if args.update_range is not None else None
+    controller = {"update_range": args.update_range, "precision": ablation}
+    loaded = with_training_overrides(load_config(path), controller=controller, **changes)
     check_torch_devices(loaded, "--device" if args.device else None)
     return loaded
 

@@ -46,6 +46,11 @@ class RunResult:
     device_backed: bool
     resumed_attempts: int
     model_parameters: int
+    saturated_fraction: float = 0.0
+    """Devices within the saturation margin of a track end after the last step."""
+    precision: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Weight resolution (bits), largest update (fraction of the window), pulse budget:
+    ``SGLDController.precision_report``; empty for float runs."""
 
     def event(self) -> dict[str, Any]:
         return {"event": "run_finished", "label": self.label, "accuracy": self.accuracy}
