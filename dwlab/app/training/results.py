@@ -46,6 +46,9 @@ class RunResult:
     device_backed: bool
     resumed_attempts: int
     model_parameters: int
+    chain: dict[str, Any] | None = None
+    """How the sampling went (``ChainMonitor.summary``): start, thinning, stationarity,
+    autocorrelation time, effective sample sizes, warnings; None for float SGD."""
 
     def event(self) -> dict[str, Any]:
         return {"event": "run_finished", "label": self.label, "accuracy": self.accuracy}

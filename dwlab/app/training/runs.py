@@ -188,9 +188,18 @@ def mark(run: RunFolder, status: RunStatus, error: str | None = None,
 
 
 def read_curves(folder: Path) -> dict[str, list[float]]:
-    """Learning-curve data of one training run; the last row of each step wins."""
+    """Learning-curve data of one training run; the last row of each step (epoch) wins.
+    The ``bma_`` lists hold the epochs that had posterior samples."""
     steps = {int(r["step"]): float(r["loss"]) for r in read_table(folder / "steps.csv")}
-    epochs = {int(r["epoch"]): float(r["test_accuracy"])
-              for r in read_table(folder / "epochs.csv")}
+    epochs = {int(r["epoch"]): r for r in read_table(folder / "epochs.csv")}
+    rows = [epochs[e] for e in sorted(epochs)]
+    sampled = [r for r in rows if r["bma_nll"]]
+
+    def column(rows: list[dict[str, str]], name: str) -> list[float]:
+        return [float(r[name]) for r in rows]
+
     return {"step": sorted(steps), "loss": [steps[s] for s in sorted(steps)],
-            "epoch": sorted(epochs), "test_accuracy": [epochs[e] for e in sorted(epochs)]}
+            "epoch": column(rows, "epoch"), "test_accuracy": column(rows, "test_accuracy"),
+            "test_nll": column(rows, "test_nll"), "bma_epoch": column(sampled, "epoch"),
+            "bma_accuracy": column(sampled, "bma_accuracy"),
+            "bma_nll": column(sampled, "bma_nll")}

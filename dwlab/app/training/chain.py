@@ -1,0 +1,97 @@
+"""Diagnostics of one SGLD chain from a scalar trace (the training loss, a weight projection).
+
+- :func:`autocorrelation_time`: the integrated autocorrelation time
+  ``tau = 1 + 2 * sum_k rho_k``, summed up to Sokal's automatic window (the smallest ``M``
+  with ``M >= c * tau(M)``); the chain yields one independent draw per ``tau`` steps, so
+  ``tau`` is the thinning that keeps samples nearly uncorrelated and ``n / tau`` the
+  effective sample size.
+- :func:`stationarity`: a Geweke-style test that the first and second halves of a window
+  share their mean, with each half's variance of the mean corrected for its
+  autocorrelation. A chain still descending fails it; one at its stationary regime passes
+  (``|z|`` below the threshold about as often as a two-sided normal test says).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SOKAL_WINDOW = 5.0
+"""Sokal's window factor ``c``: sum the autocorrelations up to ``M >= c * tau(M)``."""
+
+
+@dataclass(frozen=True)
+class AutocorrelationTime:
+    """``tau`` of a trace of ``n`` values; ``reliable`` is False when the trace was too
+    short for Sokal's window (then ``tau`` is a lower bound)."""
+
+    tau: float
+    n: int
+    reliable: bool
+
+    @property
+    def ess(self) -> float:
+        """Effective sample size ``n / tau``."""
+        return self.n / self.tau
+
+
+def autocorrelation(trace: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Normalised autocorrelation ``rho_k`` for ``k = 0 .. n-1`` (FFT, biased estimator)."""
+    x = np.asarray(trace, dtype=float)
+    x = x - x.mean()
+    n = len(x)
+    if n < 2 or not np.any(x):
+        return np.concatenate([[1.0], np.zeros(max(0, n - 1))])
+    size = 1 << (2 * n - 1).bit_length()
+    spectrum = np.fft.rfft(x, size)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum), size)[:n]
+    return acov / acov[0]
+
+
+def autocorrelation_time(trace: Sequence[float] | np.ndarray) -> AutocorrelationTime:
+    """Integrated autocorrelation time with Sokal's automatic window (see module doc)."""
+    rho = autocorrelation(trace)
+    n = len(rho)
+    if n < 2:
+        return AutocorrelationTime(1.0, n, False)
+    taus = 2.0 * np.cumsum(rho) - 1.0  # tau(M) = 1 + 2 sum_{k=1..M} rho_k
+    windows = np.arange(n)
+    fits = np.nonzero(windows >= SOKAL_WINDOW * taus)[0]
+    if len(fits) == 0:
+        return AutocorrelationTime(max(1.0, float(taus[-1])), n, False)
+    return AutocorrelationTime(max(1.0, float(taus[fits[0]])), n, True)
+
+
+@dataclass(frozen=True)
+class Stationarity:
+    """Geweke-style comparison of a window's halves: ``z`` is the difference of their means
+    over its standard error (autocorrelation-corrected); stationary when ``|z| <= limit``."""
+
+    z: float
+    limit: float
+    steps: int
+
+    @property
+    def stationary(self) -> bool:
+        return abs(self.z) <= self.limit
+
+
+def stationarity(trace: Sequence[float] | np.ndarray, limit: float = 2.0) -> Stationarity:
+    """Do the first and second halves of ``trace`` share their mean? (see module doc)."""
+    x = np.asarray(trace, dtype=float)
+    if len(x) < 8:
+        raise ValueError(f"a stationarity test needs at least 8 values, got {len(x)}")
+    half = len(x) // 2
+    first, second = x[:half], x[-half:]
+    var = sum(_variance_of_mean(part) for part in (first, second))
+    diff = float(second.mean() - first.mean())
+    z = diff / math.sqrt(var) if var > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    return Stationarity(z=z, limit=limit, steps=len(x))
+
+
+def _variance_of_mean(x: np.ndarray) -> float:
+    """Variance of the mean of an autocorrelated trace: ``var * tau / n``."""
+    return float(x.var(ddof=1)) * autocorrelation_time(x).tau / len(x)
