@@ -2,13 +2,14 @@
 
 - :func:`autocorrelation_time`: the integrated autocorrelation time
   ``tau = 1 + 2 * sum_k rho_k``, summed up to Sokal's automatic window (the smallest ``M``
-  with ``M >= c * tau(M)``); the chain yields one independent draw per ``tau`` steps, so
+  with ``M >= c * tau(M)``), corrected for the bias of the mean's subtraction; the chain yields one independent draw per ``tau`` steps, so
   ``tau`` is the thinning that keeps samples nearly uncorrelated and ``n / tau`` the
   effective sample size.
 - :func:`stationarity`: a Geweke-style test that the first and second halves of a window
   share their mean, with each half's variance of the mean corrected for its
   autocorrelation. A chain still descending fails it; one at its stationary regime passes
-  (``|z|`` below the threshold about as often as a two-sided normal test says).
+  (for ``|z| <= 2``: about 95 % of uncorrelated traces, 90 % of AR(1) traces with
+  ``phi = 0.5`` and 200 steps; tests/test_posterior.py measures both).
 """
 
 from __future__ import annotations
@@ -60,9 +61,13 @@ def autocorrelation_time(trace: Sequence[float] | np.ndarray) -> Autocorrelation
     taus = 2.0 * np.cumsum(rho) - 1.0  # tau(M) = 1 + 2 sum_{k=1..M} rho_k
     windows = np.arange(n)
     fits = np.nonzero(windows >= SOKAL_WINDOW * taus)[0]
-    if len(fits) == 0:
-        return AutocorrelationTime(max(1.0, float(taus[-1])), n, False)
-    return AutocorrelationTime(max(1.0, float(taus[fits[0]])), n, True)
+    if len(fits) == 0 or 2 * fits[0] >= n:  # too short to see the correlations end
+        return AutocorrelationTime(max(1.0, float(taus[: n // 2 + 1].max())), n, False)
+    window = fits[0]
+    # Subtracting the trace's own mean lowers every rho_k by about tau / n, so tau(M) by
+    # about 2 M tau / n; undone here (it matters on short traces: the stationarity test).
+    tau = float(taus[window]) / (1.0 - 2.0 * window / n)
+    return AutocorrelationTime(max(1.0, tau), n, True)
 
 
 @dataclass(frozen=True)
@@ -93,5 +98,10 @@ def stationarity(trace: Sequence[float] | np.ndarray, limit: float = 2.0) -> Sta
 
 
 def _variance_of_mean(x: np.ndarray) -> float:
-    """Variance of the mean of an autocorrelated trace: ``var * tau / n``."""
-    return float(x.var(ddof=1)) * autocorrelation_time(x).tau / len(x)
+    """Variance of the mean of an autocorrelated trace, ``var * tau / n``, measured on the
+    residuals of a straight-line fit: a trend inside a half would otherwise pass for
+    autocorrelation and hide the descent the test is for (a false alarm only delays
+    sampling; a missed descent samples the transient)."""
+    t = np.arange(len(x), dtype=float)
+    residuals = x - np.polyval(np.polyfit(t, x, 1), t)
+    return float(residuals.var(ddof=2)) * autocorrelation_time(residuals).tau / len(x)

@@ -237,7 +237,7 @@ class TrainingRun:
                     state.temperature_sum += stats.effective_temperature
                     step = state.step
                     position = projection(model)
-                    chain.record(step, loss.item(), position)
+                    sample_due = chain.record(step, loss.item(), position)
                     if step % tcfg.log_every_steps == 0 or step == total_steps:
                         steps_log.append({
                             "attempt": state.attempt, "step": step, "epoch": epoch,
@@ -246,7 +246,7 @@ class TrainingRun:
                             "seconds": f"{state.seconds + time.perf_counter() - started:.3f}",
                             "weight_projection": f"{position:.8g}", **stats.logged(),
                         })
-                    if self.uses_samples and chain.takes_sample(step):
+                    if self.uses_samples and sample_due:
                         store.add(step, model, opt.device_snapshots()
                                   if tcfg.store_device_states else None)
                     bar.update(1)

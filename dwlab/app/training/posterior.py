@@ -3,6 +3,7 @@ the samples and their Bayesian model average (:class:`PosteriorStore`)."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -39,9 +40,9 @@ class ChainMonitor:
     Sampling starts at ``min_start`` (the burn-in), or, with a ``z_limit``, at the first
     test from there on where the training loss over the last ``window`` steps is
     stationary (:func:`~dwlab.app.training.chain.stationarity`); the test runs every half
-    window. The thinning is ``thinning`` steps, or (None) the integrated autocorrelation
-    time of the weight projection over the window before the start. Samples are the steps
-    ``start + k * thinning``, ``k >= 1``.
+    window. Samples are then taken every ``thinning`` steps, or (None) every
+    autocorrelation time of the weight projection, measured from the window before the
+    start and measured again at every sample as the trace grows.
     """
 
     def __init__(self, min_start: int, window: int, z_limit: float | None,
@@ -51,19 +52,29 @@ class ChainMonitor:
         self.z_limit = z_limit
         self.fixed_thinning = thinning
         self.start: int | None = None
+        self.next_sample: int | None = None
         self.thinning = thinning or 0
         self.last_z: float | None = None
         self.losses: list[float] = []
         self.projections: list[float] = []  # from ``window`` steps before the start on
+        self.sampling_offset = 0  # where the sampling phase starts in ``projections``
 
-    def record(self, step: int, loss: float, projection: float) -> None:
-        """The trace values of ``step`` (1-based; every step, in order)."""
+    def record(self, step: int, loss: float, projection: float) -> bool:
+        """The trace values of ``step`` (1-based; every step, in order). True when a
+        posterior sample is due at this step."""
         self.losses.append(loss)
         self.projections.append(projection)
         if self.start is None:
             del self.losses[:-self.window]
             del self.projections[:-self.window]
             self._maybe_start(step)
+            return False
+        del self.losses[:-self.window]
+        if step != self.next_sample:
+            return False
+        self._set_thinning()
+        self.next_sample = step + self.thinning
+        return True
 
     def _maybe_start(self, step: int) -> None:
         if self.z_limit is None:
@@ -80,13 +91,13 @@ class ChainMonitor:
 
     def _start_at(self, step: int) -> None:
         self.start = step
+        self.sampling_offset = len(self.projections)
+        self._set_thinning()
+        self.next_sample = step + self.thinning
+
+    def _set_thinning(self) -> None:
         if self.fixed_thinning is None:
             self.thinning = math.ceil(autocorrelation_time(self.projections).tau)
-        del self.projections[:-1]  # the sampling phase's trace starts at the start
-
-    def takes_sample(self, step: int) -> bool:
-        return (self.start is not None and step > self.start
-                and (step - self.start) % self.thinning == 0)
 
     def summary(self, total_steps: int, samples_kept: int) -> dict[str, Any]:
         """What the chain did, for the records and the report: where sampling started, the
@@ -94,8 +105,9 @@ class ChainMonitor:
         projection over the sampling phase, its effective sample size, that of the kept
         samples, and warnings."""
         tau = ess = kept_ess = None
-        if self.start is not None and len(self.projections) >= 2:
-            measured = autocorrelation_time(self.projections)
+        sampled = self.projections[self.sampling_offset:]
+        if self.start is not None and len(sampled) >= 2:
+            measured = autocorrelation_time(sampled)
             tau, ess = measured.tau, measured.ess
             kept_ess = min(float(samples_kept), samples_kept * self.thinning / tau)
         warnings = []
@@ -112,16 +124,15 @@ class ChainMonitor:
                 "stationarity_z": self.last_z, "autocorrelation_steps": tau,
                 "ess_steps": ess, "ess_samples": kept_ess, "warnings": warnings}
 
+    _STATE = ("start", "next_sample", "thinning", "last_z", "losses", "projections",
+              "sampling_offset")
+
     def state_dict(self) -> dict[str, Any]:
-        return {"start": self.start, "thinning": self.thinning, "last_z": self.last_z,
-                "losses": list(self.losses), "projections": list(self.projections)}
+        return {key: copy.copy(getattr(self, key)) for key in self._STATE}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.start = state["start"]
-        self.thinning = state["thinning"]
-        self.last_z = state["last_z"]
-        self.losses = list(state["losses"])
-        self.projections = list(state["projections"])
+        for key in self._STATE:
+            setattr(self, key, copy.copy(state[key]))
 
 
 class PosteriorStore:
