@@ -2,14 +2,15 @@
 
 - :func:`autocorrelation_time`: the integrated autocorrelation time
   ``tau = 1 + 2 * sum_k rho_k``, summed up to Sokal's automatic window (the smallest ``M``
-  with ``M >= c * tau(M)``), corrected for the bias of the mean's subtraction; the chain yields one independent draw per ``tau`` steps, so
-  ``tau`` is the thinning that keeps samples nearly uncorrelated and ``n / tau`` the
-  effective sample size.
+  with ``M >= c * tau(M)``), corrected for the bias of the mean's subtraction; the chain
+  yields one independent draw per ``tau`` steps, so ``tau`` is the thinning that keeps
+  samples nearly uncorrelated and ``n / tau`` the effective sample size.
 - :func:`stationarity`: a Geweke-style test that the first and second halves of a window
   share their mean, with each half's variance of the mean corrected for its
-  autocorrelation. A chain still descending fails it; one at its stationary regime passes
-  (for ``|z| <= 2``: about 95 % of uncorrelated traces, 90 % of AR(1) traces with
-  ``phi = 0.5`` and 200 steps; tests/test_posterior.py measures both).
+  autocorrelation (both measured about a straight-line fit inside the half). A chain
+  still descending fails it; one at its stationary regime passes (for ``|z| <= 2``: about
+  95 % of uncorrelated traces, 90 % of AR(1) traces with ``phi = 0.5`` and 200 steps;
+  tests/test_posterior.py measures both).
 """
 
 from __future__ import annotations

@@ -12,13 +12,16 @@ reference for ``dwlab train``; every precision and seed for ``dwlab sweep``)::
       events.jsonl     run-level events (start, resume, a run finished or failed,
                        interrupted with the step to resume from, failed with the error)
       <label>/         one training run
-        steps.csv      per logged step: loss, step size, device statistics (as it goes)
-        epochs.csv     per epoch: test metrics of the current weights and of the samples
+        steps.csv      per logged step: loss, weight projection, step size, device
+                       statistics (as it goes)
+        epochs.csv     per epoch: test metrics of the current weights and of the samples'
+                       average, the last stationarity z, sampling start and thinning
         device_events.jsonl  what the arrays report: every apply, an aborted apply
                        with the pulses sent before the stop, a failed safe state
         checkpoint.pt  model, optimiser/controller (incl. device) state, sample store,
                        position and RNG states; replaced atomically
-        model_final.pt final weights;  result.json  final metrics (marks the run done)
+        model_final.pt final weights;  result.json  final metrics of the final weights
+                       and of the model average, the chain's diagnostics (marks it done)
         conductance.png device conductances at the end (device-backed schemes)
 
 A new folder trains from the config in memory; one killed at any point continues with
