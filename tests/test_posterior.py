@@ -108,7 +108,7 @@ def test_chain_monitor_waits_for_stationarity_then_thins_by_tau():
     assert sampled[0] > monitor.start
     gaps = np.diff(sampled)
     assert 7 <= gaps[-20:].mean() <= 11
-    summary = monitor.summary(n, samples_kept=10)
+    summary = monitor.summary(n, sampled[-10:])
     assert summary["sampling_from_step"] == monitor.start and not summary["warnings"]
     assert summary["autocorrelation_steps"] == pytest.approx(9, rel=0.2)
 
@@ -117,7 +117,7 @@ def test_chain_monitor_warns_when_burn_in_fills_the_training():
     monitor = ChainMonitor(min_start=100, window=20, z_limit=None, thinning=5)
     for step in range(1, 101):
         monitor.record(step, 1.0, 0.0)
-    warnings = monitor.summary(100, samples_kept=0)["warnings"]
+    warnings = monitor.summary(100, [])["warnings"]
     assert any("as long as the training" in w for w in warnings)
     assert any("no posterior sample" in w for w in warnings)
 

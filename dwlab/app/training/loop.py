@@ -317,7 +317,8 @@ class TrainingRun:
             pulses_per_weight=state.pulses_total / weights if weights else 0.0,
             device_backed=bool(opt.weights), resumed_attempts=state.attempt,
             model_parameters=count_parameters(model),
-            chain=chain.summary(state.step, len(store)) if self.uses_samples else None,
+            chain=(chain.summary(state.step, [s["step"] for s in store.samples])
+                   if self.uses_samples else None),
         )
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
                    self.folder / "model_final.pt")

@@ -99,17 +99,21 @@ class ChainMonitor:
         if self.fixed_thinning is None:
             self.thinning = math.ceil(autocorrelation_time(self.projections).tau)
 
-    def summary(self, total_steps: int, samples_kept: int) -> dict[str, Any]:
+    def summary(self, total_steps: int, sample_steps: list[int]) -> dict[str, Any]:
         """What the chain did, for the records and the report: where sampling started, the
         thinning, the last stationarity ``z``, the autocorrelation time of the weight
         projection over the sampling phase, its effective sample size, that of the kept
-        samples, and warnings."""
+        samples (taken at ``sample_steps``: samples spanning ``S`` steps hold about
+        ``1 + S / tau`` independent draws, at most their number), and warnings."""
         tau = ess = kept_ess = None
+        samples_kept = len(sample_steps)
         sampled = self.projections[self.sampling_offset:]
         if self.start is not None and len(sampled) >= 2:
             measured = autocorrelation_time(sampled)
             tau, ess = measured.tau, measured.ess
-            kept_ess = min(float(samples_kept), samples_kept * self.thinning / tau)
+            if sample_steps:
+                span = max(sample_steps) - min(sample_steps)
+                kept_ess = min(float(samples_kept), 1.0 + span / tau)
         warnings = []
         if self.min_start >= total_steps:
             warnings.append(f"the burn-in ({self.min_start} steps) is as long as the "
