@@ -57,7 +57,8 @@ CONFIG = {  # digits MLP, 4 steps per epoch, 2 epochs, a checkpoint every 3 step
                    "temperature": 0.03},
     "training": {"dataset": "digits", "model": "mlp", "batch_size": 32, "width": 16,
                  "epochs": 2, "limit_train": 128, "limit_test": 64, "burn_in_epochs": 1,
-                 "thinning_steps": 2, "max_samples": 3, "checkpoint_every_steps": 3},
+                 "stationarity_z": None, "thinning_steps": 2, "max_samples": 3,
+                 "checkpoint_every_steps": 3},
 }
 PROTOCOL_SCRIPT = ROOT / "lab_configs" / "protocols" / "quick.yaml"
 FAILURES: list[str] = []

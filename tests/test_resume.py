@@ -16,7 +16,8 @@ from dwlab.records import read_events, read_table
 
 # 8 batches per epoch, 3 epochs; checkpoints every 5 steps and at each epoch end.
 TRAINING = {"width": 16, "epochs": 3, "limit_train": 256, "limit_test": 100,
-            "burn_in_epochs": 1, "thinning_steps": 2, "max_samples": 3,
+            "burn_in_epochs": 1, "stationarity_z": None, "thinning_steps": 2,
+            "max_samples": 3,
             "checkpoint_every_steps": 5}
 KILL_AT_STEP = 13  # epoch 2, batch 5: mid-epoch; the last checkpoint was at step 10
 

@@ -22,7 +22,8 @@ CONFIG = {
                    "temperature": 0.03, "precision": "fixed_range", "update_range": 0.1},
     "training": {"dataset": "digits", "model": "mlp", "width": 16, "epochs": 1,
                  "batch_size": 32, "limit_train": 128, "limit_test": 60,
-                 "burn_in_epochs": 0.5, "thinning_steps": 1, "max_samples": 2},
+                 "burn_in_epochs": 0.5, "stationarity_z": None, "thinning_steps": 1,
+                 "max_samples": 2},
 }
 
 

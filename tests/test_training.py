@@ -12,7 +12,8 @@ from dwlab.core.errors import ConfigError
 from dwlab.records import read_events, read_table
 
 TINY_TRAINING = {"width": 32, "epochs": 3, "limit_train": 512, "limit_test": 120,
-                 "burn_in_epochs": 1, "thinning_steps": 3, "max_samples": 4,
+                 "burn_in_epochs": 1, "stationarity_z": None, "thinning_steps": 3,
+                 "max_samples": 4,
                  "checkpoint_every_steps": 5}
 
 

@@ -25,12 +25,18 @@ class ScheduleConfig(Schema):
                 with ``b = decay_steps`` and ``a = lr * b ** gamma``
     cyclic:     ``lr_t = lr / 2 * (1 + cos(pi * (t mod cycle_steps) / cycle_steps))``
                 (cyclical SG-MCMC: explore at the cycle start, sample as it ends)
+    anneal:     cosine decay from ``lr`` to ``floor * lr`` over ``decay_steps``, then flat:
+                ``lr_t = lr * (floor + (1 - floor) / 2 * (1 + cos(pi * min(t, decay_steps)
+                / decay_steps)))``: descend fast, then sample in the flat phase (set
+                ``training.burn_in_epochs`` to cover the decay)
     """
 
-    kind: Literal["constant", "polynomial", "cyclic"] = "constant"
+    kind: Literal["constant", "polynomial", "cyclic", "anneal"] = "constant"
     gamma: Annotated[Finite, Ge(0)] = 0.55
     decay_steps: Annotated[Finite, Gt(0)] = 1000.0
     cycle_steps: AtLeastOne = 1000
+    floor: Annotated[Finite, Interval(gt=0, le=1)] = 0.1
+    """The flat phase's rate as a fraction of ``lr`` (``anneal``)."""
 
 
 class ControllerConfig(Schema):
@@ -67,8 +73,9 @@ class ControllerConfig(Schema):
     third of the track): the per-device asymmetry compensation rests on them."""
     lr: Annotated[Finite, Gt(0)] = 0.05
     temperature: Annotated[Finite, Ge(0)] = 1e-4
-    """SGLD temperature of the digital parameters, and of the device weights when
-    ``weight_scale`` is 'temperature'."""
+    """SGLD temperature of float SGLD, and of the device weights when ``weight_scale`` is
+    'temperature'. The digital parameters of a device scheme are sampled at the
+    temperature the devices realise (``StepStats.effective_temperature``, every step)."""
     prior_sigma: Annotated[Finite, Gt(0)] = 1.0
     dataset_size: AtLeastOne | None = None
     """N in the SGLD potential; empty means the training set size."""
@@ -129,7 +136,16 @@ class TrainingConfig(Schema):
     compare_float: bool = True
     """Also train with float SGD (same seed and epochs) and report both."""
     burn_in_epochs: Annotated[Finite, Ge(0)] = 1.0
-    thinning_steps: AtLeastOne = 50
+    """The shortest burn-in. Sampling starts there, or later: see ``stationarity_z``."""
+    stationarity_z: Annotated[Finite, Gt(0)] | None = 2.0
+    """Sampling starts once the training loss over the last ``stationarity_window_epochs``
+    is stationary: the means of the window's halves differ by at most this many
+    (autocorrelation-corrected) standard errors (``dwlab.app.training.chain``). Tested at
+    the end of the burn-in, then every half window. Empty: start right after the burn-in."""
+    stationarity_window_epochs: Annotated[Finite, Gt(0)] = 1.0
+    thinning_steps: AtLeastOne | Literal["auto"] = "auto"
+    """Steps between posterior samples; 'auto': the integrated autocorrelation time of a
+    random projection of the weights, measured over the window before sampling starts."""
     max_samples: AtLeastOne = 10
     """Posterior samples kept (the most recent); prediction averages over them."""
     store_device_states: bool = True

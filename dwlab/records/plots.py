@@ -51,20 +51,32 @@ def _finish(fig, axes: Sequence[Any], title: str, path: str | Path) -> Path:
 def learning_curves(
     curves: dict[str, dict[str, list[float]]], path: str | Path, title: str = ""
 ) -> Path:
-    """Training loss per step and test accuracy per epoch, one line per run label.
+    """Training loss per step, and test accuracy and NLL per epoch, one colour per run
+    label: solid for the current (final) weights, dashed for the posterior sample average
+    where a run has one.
 
-    ``curves[label]`` holds lists ``step``, ``loss``, ``epoch``, ``test_accuracy``.
+    ``curves[label]`` holds lists ``step``, ``loss``, ``epoch``, ``test_accuracy``,
+    ``test_nll``, and optionally ``bma_epoch``, ``bma_accuracy``, ``bma_nll``.
     """
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, c in curves.items():
+    fig, (ax_loss, ax_acc, ax_nll) = plt.subplots(1, 3, figsize=(14, 3.8))
+    for i, (label, c) in enumerate(curves.items()):
+        colour = f"C{i}"
         if c.get("step"):
-            ax_loss.plot(c["step"], c["loss"], label=label, lw=0.8)
+            ax_loss.plot(c["step"], c["loss"], label=label, lw=0.8, color=colour)
         if c.get("epoch"):
             ax_acc.plot(c["epoch"], [100 * a for a in c["test_accuracy"]], marker="o",
-                        label=label)
+                        color=colour, label=f"{label} final weights")
+            ax_nll.plot(c["epoch"], c["test_nll"], marker="o", color=colour,
+                        label=f"{label} final weights")
+        if c.get("bma_epoch"):
+            ax_acc.plot(c["bma_epoch"], [100 * a for a in c["bma_accuracy"]], marker="s",
+                        ls="--", color=colour, label=f"{label} model average")
+            ax_nll.plot(c["bma_epoch"], c["bma_nll"], marker="s", ls="--", color=colour,
+                        label=f"{label} model average")
     ax_loss.set(xlabel="step", ylabel="training loss", yscale="log")
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)")
-    return _finish(fig, (ax_loss, ax_acc), title, path)
+    ax_nll.set(xlabel="epoch", ylabel="test NLL (nats)", yscale="log")
+    return _finish(fig, (ax_loss, ax_acc, ax_nll), title, path)
 
 
 def accuracy_vs_bits(

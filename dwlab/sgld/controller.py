@@ -36,9 +36,11 @@ One step, per device-backed tensor:
    weights the devices actually hold are written into the parameters, so any torch model
    trains unchanged.
 
-Digital parameters get float SGLD with the same step size and temperature (``float_sgld``,
-and the digital part of the device schemes) or SGD with the prior as weight decay
-(``float_sgd``).
+Digital parameters get float SGLD with the same step size (``float_sgld`` and the digital
+part of the device schemes) or SGD with the prior as weight decay (``float_sgd``). Their
+temperature is the configured one under ``float_sgld``; under a device scheme it is the one
+the devices realised in the same step (``last_stats.effective_temperature``), so the whole
+model samples one tempered posterior.
 
 Weight scale (``ControllerConfig.weight_scale``). The default, 'range', sets ``alpha`` per
 tensor from its initial weights so that ``weight_range`` standard deviations fill half the

@@ -55,6 +55,10 @@ def learning_rate_at(lr: float, schedule: ScheduleConfig, step: int) -> float:
     if schedule.kind == "cyclic":
         phase = (step % schedule.cycle_steps) / schedule.cycle_steps
         return lr * 0.5 * (1.0 + math.cos(math.pi * phase))
+    if schedule.kind == "anneal":
+        phase = min(step, schedule.decay_steps) / schedule.decay_steps
+        floor = schedule.floor
+        return lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * phase)))
     raise ValueError(f"unknown schedule kind {schedule.kind!r}")
 
 

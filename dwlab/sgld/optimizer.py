@@ -134,13 +134,16 @@ class SGLDController(torch.optim.Optimizer):
             for dw in self.weights:
                 dw.array.safe_state()
             raise
-        self._digital_update(lr, prior)
-        self._step_count += 1
         n_weights = sum(dw.n_weights for dw in active)
         largest = sum(dw.precision(self.pulse_budget)["largest_update"] * dw.n_weights
                       for dw in active) / max(1, n_weights)
         self.last_stats = StepStats.total(updates, n_weights, lr, lr / self.dataset_size,
                                           largest / max(1, self.pulse_budget))
+        # Digital parameters share the chain's temperature: the one the devices realised
+        # this step, else (float schemes) the configured one.
+        self._digital_update(lr, prior, self.last_stats.effective_temperature
+                             if n_weights else self.cfg.temperature)
+        self._step_count += 1
         return loss
 
     def _check_gradients_finite(self) -> None:
@@ -163,10 +166,10 @@ class SGLDController(torch.optim.Optimizer):
             "controller.lr"
         )
 
-    def _digital_update(self, lr: float, prior: float) -> None:
+    def _digital_update(self, lr: float, prior: float, temperature: float) -> None:
         noise_scale = 0.0
-        if self.scheme != Scheme.FLOAT_SGD and self.cfg.temperature > 0:
-            noise_scale = math.sqrt(2.0 * lr * self.cfg.temperature / self.dataset_size)
+        if self.scheme != Scheme.FLOAT_SGD and temperature > 0:
+            noise_scale = math.sqrt(2.0 * lr * temperature / self.dataset_size)
         for _, p in self.digital:
             if p.grad is None:
                 continue

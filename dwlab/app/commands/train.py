@@ -85,10 +85,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def report(results: list[RunOutcome], folder: Path) -> str:
-    """The closing report: accuracy and calibration per run, pulses per weight, records."""
-    lines = ["", f"{'run':<22} {'accuracy':>9} {'NLL':>7} {'ECE':>7} {'entropy':>8} "
-             f"{'samples':>7} {'pulses/weight':>14} {'T_eff':>8} {'saturated':>9} "
-             f"{'res. bits':>9} {'train s':>8}"]
+    """The closing report: per run, the final weights' and the sample average's accuracy
+    and calibration side by side, the posterior chain, pulses per weight, T_eff, saturation
+    and weight resolution."""
+    lines = ["", f"{'':<22} {'final weights':^25} {'model average (BMA)':^25}",
+             f"{'run':<22} {'accuracy':>9} {'NLL':>7} {'ECE':>7} {'accuracy':>9} {'NLL':>7} "
+             f"{'ECE':>7} {'samples':>7} {'ESS':>5} {'pulses/weight':>14} {'T_eff':>9} "
+             f"{'saturated':>9} {'res. bits':>9} {'train s':>8}"]
+    notes = []
     for r in results:
         if isinstance(r, FailedRun):  # only in a sweep's folder resumed by train
             lines.append(f"{r.label:<22} failed: {r.failed}")
@@ -98,15 +102,40 @@ def report(results: list[RunOutcome], folder: Path) -> str:
         t_eff = f"{r.effective_temperature_mean:.3g}" if device else "-"
         saturated = f"{100 * r.saturated_fraction:.1f}%" if device else "-"
         bits = f"{r.precision['resolution_bits']:.1f}" if device and r.precision else "-"
+        bma = (f"{_metrics(r.bma)}" if r.bma else f"{'-':>9} {'-':>7} {'-':>7}")
+        chain = r.chain or {}
+        ess = chain.get("ess_samples")
         lines.append(
-            f"{r.label:<22} {100 * r.accuracy:8.2f}% {r.nll:7.4f} {r.ece:7.4f} "
-            f"{r.entropy:8.4f} {r.samples:7d} {pulses:>14} {t_eff:>8} {saturated:>9} "
-            f"{bits:>9} {r.train_seconds:8.1f}")
+            f"{r.label:<22} {_metrics(r.final_weights)} {bma} {r.samples:7d} "
+            f"{'-' if ess is None else f'{ess:.1f}':>5} {pulses:>14} {t_eff:>9} "
+            f"{saturated:>9} {bits:>9} {r.train_seconds:8.1f}")
+        if r.chain:
+            notes.append(f"{r.label}: {_chain_line(r.chain)}")
+            notes.extend(f"{r.label}: WARNING: {w}" for w in r.chain["warnings"])
+    lines.extend(notes)
+    lines.append("metrics on the test set; BMA: softmax averaged over the posterior samples; "
+                 "ESS: independent draws the kept samples hold (kept samples x thinning / "
+                 "autocorrelation time, at most their number)")
     lines.append("T_eff: mean effective temperature of the device weights (device noise and "
                  "the rounding of pulse counts); saturated: devices at a track end after the "
                  "last step; res. bits: weight resolution, log2(window / one step)")
-    lines.append("accuracy, NLL, ECE and entropy: Bayesian model average over the posterior "
-                 "samples (SGLD schemes) or the final weights (float SGD), on the test set")
     lines.append(f"records: {folder} (config.yaml, metadata.json, per-run steps.csv, "
-                 "epochs.csv, device_events.jsonl, checkpoints; learning_curves.png)")
+                 "epochs.csv, result.json, device_events.jsonl, checkpoints; "
+                 "learning_curves.png)")
     return "\n".join(lines)
+
+
+def _metrics(m: dict[str, float]) -> str:
+    return f"{100 * m['accuracy']:8.2f}% {m['nll']:7.4f} {m['ece']:7.4f}"
+
+
+def _chain_line(chain: dict) -> str:
+    """Where sampling started and why, the thinning, the autocorrelation time."""
+    if chain["sampling_from_step"] is None:
+        return "no sampling phase"
+    z = chain["stationarity_z"]
+    test = "" if z is None else f" (training loss stationary: |z| = {abs(z):.2f})"
+    tau = chain["autocorrelation_steps"]
+    tau_text = "-" if tau is None else f"{tau:.1f}"
+    return (f"sampling from step {chain['sampling_from_step']}{test}, every "
+            f"{chain['thinning_steps']} steps; weight autocorrelation time {tau_text} steps")

@@ -30,7 +30,7 @@ from dwlab.app.training.checkpoint import (
     save_checkpoint,
 )
 from dwlab.app.training.metrics import autocast, classification_metrics, predict_probs
-from dwlab.app.training.posterior import PosteriorStore
+from dwlab.app.training.posterior import ChainMonitor, PosteriorStore, WeightProjection
 from dwlab.app.training.results import RunOutcome, RunResult, read_result, write_result
 from dwlab.app.training.spec import RunSpec
 from dwlab.config import LoadedConfig, evolve
@@ -41,10 +41,11 @@ from dwlab.sgld.controller import SGLDController, StepStats
 
 CHECKPOINT_FORMAT = 1
 STEP_COLUMNS = ["attempt", "step", "epoch", "batch", "loss", "batch_accuracy", "seconds",
-                *StepStats.LOGGED]
+                "weight_projection", *StepStats.LOGGED]
 EPOCH_COLUMNS = ["attempt", "epoch", "step", "test_accuracy", "test_nll", "test_ece",
                  "test_entropy", "bma_accuracy", "bma_nll", "bma_ece", "bma_entropy",
-                 "samples", "pulses_total", "seconds", "effective_temperature",
+                 "samples", "stationarity_z", "sampling_from_step", "thinning_steps",
+                 "pulses_total", "seconds", "effective_temperature",
                  "saturated_fraction", "clipped_fraction", "edge_drift"]
 
 
@@ -141,8 +142,8 @@ class TrainingRun:
         finally:
             device_events.close()
 
-    def _resume(self, model: nn.Module, opt: SGLDController, store: PosteriorStore
-                ) -> Progress:
+    def _resume(self, model: nn.Module, opt: SGLDController, store: PosteriorStore,
+                chain: ChainMonitor) -> Progress:
         """Load the last checkpoint into ``model``, ``opt`` and ``store`` (a new attempt),
         or start from scratch when there is none."""
         if not self.checkpoint_path.exists():
@@ -158,6 +159,7 @@ class TrainingRun:
                                   ) from None
         opt.load_state_dict(ckpt["optimizer"])
         store.load_state_dict(ckpt["samples"])
+        chain.load_state_dict(ckpt["chain"])
         progress = Progress(**ckpt["state"])
         progress.attempt += 1
         restore_rng_states(ckpt["rng"])
@@ -165,11 +167,12 @@ class TrainingRun:
         return progress
 
     def _checkpoint(self, model: nn.Module, opt: SGLDController, store: PosteriorStore,
-                    progress: Progress) -> None:
+                    chain: ChainMonitor, progress: Progress) -> None:
         save_checkpoint(self.checkpoint_path, {
             "format": CHECKPOINT_FORMAT, "spec": dataclasses.asdict(self.spec),
             "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "samples": store.state_dict(), "state": dataclasses.asdict(progress),
+            "samples": store.state_dict(), "chain": chain.state_dict(),
+            "state": dataclasses.asdict(progress),
             "rng": capture_rng_states(),
         })
         self._saved_step = progress.step
@@ -189,13 +192,18 @@ class TrainingRun:
         total_steps = per_epoch * tcfg.epochs
         burn_in_steps = math.ceil(tcfg.burn_in_epochs * per_epoch)
         store = PosteriorStore(tcfg.max_samples)
-        state = self._resume(model, opt, store)
+        chain = ChainMonitor(
+            burn_in_steps, math.ceil(tcfg.stationarity_window_epochs * per_epoch),
+            tcfg.stationarity_z,
+            None if tcfg.thinning_steps == "auto" else tcfg.thinning_steps)
+        projection = WeightProjection(model, self.spec.seed)
+        state = self._resume(model, opt, store, chain)
         mapped = sum(dw.n_weights for dw in opt.weights)
 
         started = time.perf_counter()  # of the current stretch of training time
 
         def checkpoint() -> None:
-            self._checkpoint(model, opt, store, state)
+            self._checkpoint(model, opt, store, chain, state)
 
         def checkpoint_mid_epoch() -> None:
             nonlocal started
@@ -239,16 +247,17 @@ class TrainingRun:
                     state.epoch_clipped += stats.steps_clipped / max(1, mapped)
                     state.epoch_edge_drift += stats.edge_drift
                     step = state.step
+                    position = projection(model)
+                    sample_due = chain.record(step, loss.item(), position)
                     if step % tcfg.log_every_steps == 0 or step == total_steps:
                         steps_log.append({
                             "attempt": state.attempt, "step": step, "epoch": epoch,
                             "batch": b, "loss": f"{loss.item():.6g}",
                             "batch_accuracy": f"{(logits.argmax(1) == y).float().mean():.4f}",
                             "seconds": f"{state.seconds + time.perf_counter() - started:.3f}",
-                            **stats.logged(),
+                            "weight_projection": f"{position:.8g}", **stats.logged(),
                         })
-                    if (self.uses_samples and step > burn_in_steps
-                            and (step - burn_in_steps) % tcfg.thinning_steps == 0):
+                    if self.uses_samples and sample_due:
                         store.add(step, model, opt.device_snapshots()
                                   if tcfg.store_device_states else None)
                     bar.update(1)
@@ -261,7 +270,10 @@ class TrainingRun:
                 state.seconds += time.perf_counter() - started
                 row = self._evaluate_epoch(model, store, predict, state.step)
                 epochs_log.append({"attempt": state.attempt, "epoch": epoch + 1,
-                                   "step": state.step, "pulses_total": state.pulses_total,
+                                   "step": state.step, "stationarity_z": chain.last_z,
+                                   "sampling_from_step": chain.start,
+                                   "thinning_steps": chain.thinning or None,
+                                   "pulses_total": state.pulses_total,
                                    "seconds": f"{state.seconds:.3f}", **row,
                                    **device_epoch(state, opt.last_stats)})
                 bar.set_postfix(acc=f"{row['test_accuracy']:.4f}", samples=len(store))
@@ -275,7 +287,7 @@ class TrainingRun:
             bar.close()
             steps_log.close()
             epochs_log.close()
-        return self._finish(model, opt, store, predict, state)
+        return self._finish(model, opt, store, chain, predict, state)
 
     def _evaluate_epoch(self, model: nn.Module, store: PosteriorStore,
                         predict: Callable[[], torch.Tensor], step: int) -> dict[str, Any]:
@@ -292,7 +304,8 @@ class TrainingRun:
         return row
 
     def _finish(self, model: nn.Module, opt: SGLDController, store: PosteriorStore,
-                predict: Callable[[], torch.Tensor], state: Progress) -> RunResult:
+                chain: ChainMonitor, predict: Callable[[], torch.Tensor], state: Progress
+                ) -> RunResult:
         bins = self.tcfg.ece_bins
         if self._last_eval is not None and self._last_eval[0] == state.step:
             probs = self._last_eval[1]
@@ -318,6 +331,8 @@ class TrainingRun:
             pulses_per_weight=state.pulses_total / weights if weights else 0.0,
             device_backed=bool(opt.weights), resumed_attempts=state.attempt,
             model_parameters=count_parameters(model),
+            chain=(chain.summary(state.step, [s["step"] for s in store.samples])
+                   if self.uses_samples else None),
         )
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
                    self.folder / "model_final.pt")

@@ -51,6 +51,9 @@ class RunResult:
     precision: dict[str, float] = dataclasses.field(default_factory=dict)
     """Weight resolution (bits), largest update (fraction of the window), pulse budget:
     ``SGLDController.precision_report``; empty for float runs."""
+    chain: dict[str, Any] | None = None
+    """How the sampling went (``ChainMonitor.summary``): start, thinning, stationarity,
+    autocorrelation time, effective sample sizes, warnings; None for float SGD."""
 
     def event(self) -> dict[str, Any]:
         return {"event": "run_finished", "label": self.label, "accuracy": self.accuracy}

@@ -12,13 +12,16 @@ reference for ``dwlab train``; every precision and seed for ``dwlab sweep``)::
       events.jsonl     run-level events (start, resume, a run finished or failed,
                        interrupted with the step to resume from, failed with the error)
       <label>/         one training run
-        steps.csv      per logged step: loss, step size, device statistics (as it goes)
-        epochs.csv     per epoch: test metrics of the current weights and of the samples
+        steps.csv      per logged step: loss, weight projection, step size, device
+                       statistics (as it goes)
+        epochs.csv     per epoch: test metrics of the current weights and of the samples'
+                       average, the last stationarity z, sampling start and thinning
         device_events.jsonl  what the arrays report: every apply, an aborted apply
                        with the pulses sent before the stop, a failed safe state
         checkpoint.pt  model, optimiser/controller (incl. device) state, sample store,
                        position and RNG states; replaced atomically
-        model_final.pt final weights;  result.json  final metrics (marks the run done)
+        model_final.pt final weights;  result.json  final metrics of the final weights
+                       and of the model average, the chain's diagnostics (marks it done)
         conductance.png device conductances at the end (device-backed schemes)
 
 A new folder trains from the config in memory; one killed at any point continues with
@@ -188,9 +191,18 @@ def mark(run: RunFolder, status: RunStatus, error: str | None = None,
 
 
 def read_curves(folder: Path) -> dict[str, list[float]]:
-    """Learning-curve data of one training run; the last row of each step wins."""
+    """Learning-curve data of one training run; the last row of each step (epoch) wins.
+    The ``bma_`` lists hold the epochs that had posterior samples."""
     steps = {int(r["step"]): float(r["loss"]) for r in read_table(folder / "steps.csv")}
-    epochs = {int(r["epoch"]): float(r["test_accuracy"])
-              for r in read_table(folder / "epochs.csv")}
+    epochs = {int(r["epoch"]): r for r in read_table(folder / "epochs.csv")}
+    rows = [epochs[e] for e in sorted(epochs)]
+    sampled = [r for r in rows if r["bma_nll"]]
+
+    def column(rows: list[dict[str, str]], name: str) -> list[float]:
+        return [float(r[name]) for r in rows]
+
     return {"step": sorted(steps), "loss": [steps[s] for s in sorted(steps)],
-            "epoch": sorted(epochs), "test_accuracy": [epochs[e] for e in sorted(epochs)]}
+            "epoch": column(rows, "epoch"), "test_accuracy": column(rows, "test_accuracy"),
+            "test_nll": column(rows, "test_nll"), "bma_epoch": column(sampled, "epoch"),
+            "bma_accuracy": column(sampled, "bma_accuracy"),
+            "bma_nll": column(sampled, "bma_nll")}
