@@ -147,7 +147,7 @@ def test_digital_parameters_are_sampled_at_the_devices_temperature():
     twin_params = PRESETS["continuous_dw"].replace(mu_push=0.001, mu_pull=0.0009,
                                                    sigma_push=0.0013, sigma_pull=0.0013)
     model = DeviceAndDigital()
-    cfg = ControllerConfig(scheme="push_pull_pair", lr=0.5, update_bits=7, update_range=0.05,
+    cfg = ControllerConfig(scheme="push_pull_pair", lr=0.5, update_bits=7,
                            temperature=1.0)
     n_data = 1000
     opt = build_optimizer(model, cfg, dataset_size=n_data,
