@@ -7,12 +7,14 @@ import math
 
 from dwlab.app.backends import build_array, limits_from_config, open_backends
 from dwlab.app.commands import ExitCode
+from dwlab.app.logs import show_progress
 from dwlab.config import load_config, to_data
 from dwlab.core.errors import ConfigError, ProtocolError, PulseLimitError
 from dwlab.core.types import PulseShape
 from dwlab.protocols.base import Target, describe_params
 from dwlab.protocols.registry import PROTOCOLS, get_protocol
 from dwlab.protocols.script import Script, load_script, run_script
+from dwlab.records.export import load_run
 from dwlab.sim.twin import PRESETS
 
 
@@ -92,11 +94,12 @@ def run_run(args: argparse.Namespace) -> int:
         return dry_run(script, loaded, shape, nominal)
     with open_backends(loaded) as backends:
         array = backends.array(script.config.array, shape, script.config.seed_offset)
-        result = run_script(script, array, args.runs_dir, progress=not args.no_progress,
+        result = run_script(script, array, args.runs_dir, progress=show_progress(args),
                             seed=loaded.config.seed + script.config.seed_offset,
                             extra_metadata={"lab_config_file": str(loaded.path),
                                             "lab_config": to_data(loaded.config)})
-    print(f"{result.status}: {result.folder}")
+    load_run(result.folder).to_netcdf()
+    print(f"{result.status}: {result.folder} (all tables also in records.nc)")
     for r in result.steps:
         print(f"  {r.status:11s} {r.folder.name}: {r.pulses} pulses, {r.device_reads} reads, "
               f"{len(r.plots)} plots")

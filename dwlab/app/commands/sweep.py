@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from dwlab.app.commands import ExitCode
+from dwlab.app.logs import show_progress
 from dwlab.app.training import (
     FailedRun,
     RunFolder,
@@ -31,6 +32,7 @@ from dwlab.app.training import (
 from dwlab.config import LoadedConfig
 from dwlab.core.schemes import Scheme
 from dwlab.records import TableWriter, atomic_write_text, new_run_dir, plots
+from dwlab.records.export import load_run
 
 DEVICE_SCHEMES = Scheme.device_names()
 RESULT_COLUMNS = ["label", "scheme", "update_bits", "seed", "accuracy", "nll", "ece",
@@ -99,11 +101,12 @@ def run_sweep(args: argparse.Namespace) -> int:
         run = start_sweep(loaded, specs, args.run_dir)
     print(f"dwlab sweep: records in {run.path}")
     try:
-        results = train_run_folder(run, progress=not args.no_progress, keep_going=True)
+        results = train_run_folder(run, progress=show_progress(args), keep_going=True)
     except KeyboardInterrupt:
         print(f"continue with: dwlab sweep --resume {run.path}", file=sys.stderr)
         raise
     print(summarise(run, results))
+    load_run(run.path).to_netcdf()
     return ExitCode.OK
 
 
