@@ -208,7 +208,7 @@ class SwitchingStatistics(Protocol[SwitchingParams]):
                 ax.hist(delta[sel], bins=30, alpha=0.5, color=colour,
                         label="push" if s > 0 else "pull")
             ax.set_title(f"{eng(a, 'V')}, {eng(w, 's')}", fontsize=8)
-            engineering(ax, "x", "S")
+            engineering(ax, "x", "S", max_ticks=4)
             ax.tick_params(labelsize=7)
         axes.flat[0].legend(fontsize=7)
         fig.supxlabel("conductance step")

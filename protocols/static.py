@@ -140,7 +140,7 @@ class Retention(Protocol[RetentionParams]):
             yield
 
     def plot(self, folder: Path, tables: Tables) -> list[Path]:
-        from dwlab.records.plots import engineering, plt
+        from dwlab.records.plots import eng, engineering, plt
 
         rows = tables["retention"]
         t, g, device = (float_column(rows, k) for k in ("time_seconds", "conductance_siemens",
@@ -150,8 +150,9 @@ class Retention(Protocol[RetentionParams]):
             sel = device == d
             ax.plot(t[sel], g[sel], ".-", lw=0.8)
         ax.set_xscale("symlog", linthresh=1.0)
+        times = sorted(set(t))  # ticks where it was read: a symlog axis picks odd ones
+        ax.set_xticks(times, [eng(v, "s") for v in times])
         ax.set_xlabel("time after programming")
-        engineering(ax, "x", "s")
         ax.set_ylabel("conductance")
         engineering(ax, "y", "S")
         ax.set_title("Retention (first 16 devices)")

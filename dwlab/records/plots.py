@@ -41,15 +41,20 @@ def subplot_grid(n: int, max_cols: int, cell_inches: tuple[float, float], **kwar
     return fig, axes
 
 
-def engineering(ax, axis: str, unit: str) -> None:
+def engineering(ax, axis: str, unit: str, max_ticks: int | None = None) -> None:
     """Engineering notation with SI prefixes on a physical axis ("x" or "y"; a colorbar's
-    scale is the "y" axis of its own axes): 2.5 µS, 5 ns, not 2.5e-06 or "uS"."""
-    {"x": ax.xaxis, "y": ax.yaxis}[axis].set_major_formatter(EngFormatter(unit=unit))
+    scale is the "y" axis of its own axes): 2.5 µS, 5 ns, not 2.5e-06 or "uS".
+    ``max_ticks`` thins the ticks of a small panel so their labels do not collide."""
+    target = {"x": ax.xaxis, "y": ax.yaxis}[axis]
+    target.set_major_formatter(EngFormatter(unit=unit))
+    if max_ticks is not None:
+        target.set_major_locator(MaxNLocator(nbins=max_ticks))
 
 
 def eng(value: float, unit: str) -> str:
-    """One value in engineering notation for a label or legend: eng(1e-9, "s") is "1 ns"."""
-    return EngFormatter(unit=unit, sep=" ")(value)
+    """One value in engineering notation, to three significant digits, for a label or a
+    legend: eng(1e-9, "s") is "1 ns"."""
+    return EngFormatter(unit=unit, sep=" ")(float(f"{value:.3g}"))
 
 
 def integer_ticks(ax, axis: str = "x") -> None:

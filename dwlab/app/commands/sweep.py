@@ -18,6 +18,7 @@ from pathlib import Path
 from dwlab.app.commands import ExitCode
 from dwlab.app.logs import show_progress
 from dwlab.app.training import (
+    FLOAT_SCHEMES,
     FailedRun,
     RunFolder,
     RunOutcome,
@@ -119,6 +120,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _accuracy(mean: float, sd: float, runs: int) -> str:
+    """Accuracy in percent, with the spread only when there is one (two runs or more)."""
+    return f"{100 * mean:.2f} ± {100 * sd:.2f}" if runs > 1 else f"{100 * mean:.2f}"
+
+
 def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
     """Write sweep.csv, sweep.md and accuracy_vs_bits.png; return the markdown table.
 
@@ -133,6 +139,8 @@ def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
         for r in results:
             table.append({**{k: v for k, v in dataclasses.asdict(r).items()
                              if k in RESULT_COLUMNS},
+                          # float runs have no update precision (their spec carries one)
+                          "update_bits": "" if r.scheme in FLOAT_SCHEMES else r.update_bits,
                           "final_weights_accuracy": r.final_weights["accuracy"]})
     groups: dict[tuple[str, int | None], list[RunResult]] = {}
     for r in results:
@@ -146,7 +154,8 @@ def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
         f"seeds {sorted({r.seed for r in results})}; lr {c.lr:g}, update range "
         f"{update_range}, weight range {c.weight_range:g}. Rows with samples > 0: Bayesian "
         "model average over that many posterior samples; otherwise the final weights. "
-        "T_eff: mean effective temperature the device noise realised.",
+        "T_eff: mean effective temperature the device noise realised. Accuracy: mean ± "
+        "standard deviation over the runs (seeds); a single run has no spread to show.",
         "",
         "| method | bits | accuracy (%) | vs float SGD (pp) | NLL | ECE | pulses/weight "
         "| T_eff | samples | runs |",
@@ -165,7 +174,7 @@ def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
                  if rs[0].device_backed else "-")
         samples = statistics.fmean(r.samples for r in rs)
         lines.append(f"| {scheme} | {bits if bits is not None else '-'} | "
-                     f"{100 * acc:.2f} ± {100 * acc_sd:.2f} | {gap} | {nll:.4f} | {ece:.4f} | "
+                     f"{_accuracy(acc, acc_sd, len(rs))} | {gap} | {nll:.4f} | {ece:.4f} | "
                      f"{pulses} | {t_eff} | {samples:g} | {len(rs)} |")
     lines += [f"- failed: {r.label}: {r.failed}" for r in failed]
     table_md = "\n".join(lines) + "\n"
