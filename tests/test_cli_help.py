@@ -56,3 +56,26 @@ def test_config_check_tells_scripts_from_lab_configs(capsys, tmp_path):
     assert main(["config", "check", str(bad)]) == 1
     out = capsys.readouterr().out
     assert out.startswith("FAIL") and "bad_script.yaml" in out and "reads" in out
+
+
+def test_help_of_dwlab_lists_the_public_api():
+    import pydoc
+
+    text = pydoc.render_doc(dwlab, renderer=pydoc.plaintext)
+    for name in ("load_config", "open_arrays", "run_protocol", "run_script", "calibrate",
+                 "build_optimizer", "train", "load_run"):
+        assert f"{name}(" in text, name  # listed with its signature and docstring
+        assert getattr(dwlab, name).__doc__
+    assert "switching_statistics" in dwlab.PROTOCOLS
+    with pytest.raises(AttributeError):
+        dwlab.no_such_name  # noqa: B018
+
+
+def test_watch_serves_on_loopback_only_and_refuses_a_missing_folder(tmp_path, capsys):
+    from dwlab.app.commands.watch import tensorboard_command
+
+    command = tensorboard_command(tmp_path, 6123)
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--logdir") + 1] == str(tmp_path)
+    assert main(["watch", str(tmp_path / "missing")]) == 1
+    assert "missing: no such run folder" in capsys.readouterr().err

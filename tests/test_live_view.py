@@ -92,3 +92,24 @@ def test_quiet_keeps_warnings_only_and_burn_in_past_the_end_warns(tmp_path, caps
     err = capsys.readouterr().err
     assert "epoch 1/1" not in err
     assert "burn-in (2 epochs, 16 steps) is not shorter than training (8 steps)" in err
+
+
+def test_a_protocol_writes_its_steps_into_the_live_view(tmp_path):
+    from dwlab.protocols import PROTOCOLS, run_protocol
+    from dwlab.sim.twin import PRESETS, TwinArray
+
+    twin = TwinArray((4, 4), PRESETS["continuous_dw"], seed=1)
+    result = run_protocol(PROTOCOLS["read_noise"](reads=12, disturb_reads=0), twin,
+                          tmp_path / "read_noise", progress=False)
+    view = events(result.folder)
+    tags = view.Tags()
+    reads = read_table(result.folder / "reads.csv")
+    # one point per protocol step: the mean over the devices of what that step recorded
+    logged = [e.value for e in view.Scalars("reads/conductance_siemens")]
+    assert len(logged) == 12
+    first = [float(r["conductance_siemens"]) for r in reads if r["read"] == "0"]
+    assert logged[0] == pytest.approx(sum(first) / len(first), rel=1e-6)
+    assert [e.value for e in view.Scalars("run/device_reads")][-1] == result.device_reads
+    assert view.Histograms("conductance")[-1].histogram_value.num == 16
+    assert [i.step for i in view.Images("crossbar/conductance")] == [10, 12]
+    assert "reads/device" not in tags["scalars"]  # an address, not a measurement
