@@ -72,7 +72,6 @@ def check_page(run_dir: Path, out: Path) -> tuple[list[str], list[str]]:
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--host",
          "127.0.0.1", "--port", str(port), "--reload_interval", "5"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(base + "/data/runs", 120)
@@ -80,26 +79,37 @@ def check_page(run_dir: Path, out: Path) -> tuple[list[str], list[str]]:
         with urllib.request.urlopen(base + "/data/plugin/scalars/tags", timeout=30) as r:
             by_run = json.load(r)
         tags = sorted({tag for run in by_run.values() for tag in run})
-        common = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=30000"]
         # The Time Series page draws a few cards per group and page, so it is asked for a
-        # few tags at a time (its tagFilter), in a tall window that shows them all.
+        # few tags at a time (its tagFilter), in a tall window that shows them all; a page
+        # that rendered none of its cards yet (a busy machine) is loaded again.
         text = ""
         for i in range(0, len(tags), TAGS_PER_PAGE):
-            chunk = "|".join(re.escape(t) for t in tags[i:i + TAGS_PER_PAGE])
-            url = f"{base}/?tagFilter={urllib.parse.quote(f'^({chunk})$')}#timeseries"
-            dom = subprocess.run(["chromium", *common, "--window-size=1400,4000", "--dump-dom",
-                                  url], capture_output=True, text=True, timeout=180).stdout
+            chunk = tags[i:i + TAGS_PER_PAGE]
+            pattern = "^(" + "|".join(re.escape(t) for t in chunk) + ")$"
+            url = f"{base}/?tagFilter={urllib.parse.quote(pattern)}#timeseries"
+            for _ in range(3):
+                dom = html.unescape(chromium(["--window-size=1400,4000", "--dump-dom", url]))
+                if any(t in dom for t in chunk):
+                    break
             (out / f"page_{i // TAGS_PER_PAGE}.html").write_text(dom)
-            text += html.unescape(dom)
-        subprocess.run(["chromium", *common, "--window-size=1400,1000",
-                        f"--screenshot={out / 'screenshot.png'}",
-                        f"{base}/?tagFilter={urllib.parse.quote('^(train|epoch)/')}#timeseries"],
-                       capture_output=True, timeout=180)
+            text += dom
+        chromium(["--window-size=1400,1000", f"--screenshot={out / 'screenshot.png'}",
+                  f"{base}/?tagFilter={urllib.parse.quote('^(train|epoch)/')}#timeseries"])
         missing = [t for t in EXPECTED_TAGS + tags if t not in text]
         return tags, missing
     finally:
         board.terminate()
         board.wait(timeout=30)
+
+
+def chromium(args: list[str]) -> str:
+    """Headless Chromium with a fresh profile, nothing reached but the page; its stdout."""
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    try:
+        return subprocess.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                               "--virtual-time-budget=30000", *args], capture_output=True,
+                              text=True, timeout=180).stdout
+    finally:
         shutil.rmtree(profile, ignore_errors=True)
 
 

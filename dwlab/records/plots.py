@@ -14,7 +14,12 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
-from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    EngFormatter,
+    FormatStrFormatter,
+    MaxNLocator,
+    NullFormatter,
+)
 
 from dwlab.records import atomic_write_bytes  # noqa: E402
 
@@ -87,6 +92,11 @@ def learning_curves(
             ax_acc.plot(c["epoch"], [100 * a for a in c["test_accuracy"]], marker="o",
                         label=label)
     ax_loss.set(xlabel="step", ylabel="training loss", yscale="log")
+    # 0.3, 1, 2 rather than 3 x 10^-1; between the decades only when there are few of them
+    ax_loss.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    low, high = ax_loss.get_ylim()
+    ax_loss.yaxis.set_minor_formatter(FormatStrFormatter("%g") if high < 10 * low
+                                      else NullFormatter())
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)")
     integer_ticks(ax_acc)
     return _finish(fig, (ax_loss, ax_acc), title, path)
@@ -126,7 +136,7 @@ def conductance_histograms(
             for edge, label in zip(windows[name], ("window", None), strict=True):
                 ax.axvline(edge, color="C3", ls="--", lw=1, label=label)
             ax.legend(fontsize=8)
-        engineering(ax, "x", "S")
+        engineering(ax, "x", "S", max_ticks=5)
         ax.set(xlabel="conductance", ylabel="devices", title=name)
         ax.grid(alpha=0.3)
     if title:
