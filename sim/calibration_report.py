@@ -128,16 +128,17 @@ def write_report(folder: Path, cal: Calibration, ks: list[KSResult],
 
     # 4. per-device estimates (device-to-device spread)
     e = cal.per_device
-    panels = [("mu_push", "mu push (track fraction)", None),
-              ("mu_pull", "mu pull (track fraction)", None),
-              ("v_th", "v_th", "V"), ("g_max", "G_P", "S"), ("g_min", "G_AP", "S")]
+    panels: list[tuple[str, str, str | None]] = [  # key, title, unit
+        ("mu_push", "mu push (track fraction)", None),
+        ("mu_pull", "mu pull (track fraction)", None),
+        ("v_th", "v_th", "V"), ("g_max", "G_P", "S"), ("g_min", "G_AP", "S")]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8),
                              layout="constrained")
-    for ax, (k, title, unit) in zip(axes, panels, strict=True):
+    for ax, (k, title, panel_unit) in zip(axes, panels, strict=True):
         ax.hist(e[k], bins=15)
         ax.set_title(title, fontsize=8)
-        if unit:
-            engineering(ax, "x", unit, max_ticks=4)
+        if panel_unit:
+            engineering(ax, "x", panel_unit, max_ticks=4)
         integer_ticks(ax, "y")  # device counts
         ax.tick_params(labelsize=6)
     fig.suptitle("Per-device estimates")
