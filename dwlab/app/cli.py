@@ -22,7 +22,7 @@ from dwlab.app.commands import (
     virtual_lab,
     watch,
 )
-from dwlab.app.logs import add_verbosity_options, configure_logging
+from dwlab.app.logs import add_verbosity_options, command_logging
 from dwlab.core.errors import DwlabError
 
 COMMAND_MODULES = [config_check, train, sweep, protocols, calibrate, instruments, virtual_lab,
@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit code. A usage error exits (SystemExit) with 2, as
     argparse does."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.quiet, args.verbose)
     try:
-        return int(args.func(args) or ExitCode.OK)
+        with command_logging(args.quiet, args.verbose):
+            return int(args.func(args) or ExitCode.OK)
     except (DwlabError, OSError) as exc:  # OSError: a file or folder dwlab cannot use
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.FAILED

@@ -9,38 +9,48 @@ logger's name. Results (reports, tables) are printed to stdout whatever the leve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 from tqdm import tqdm
 
 
 class _TqdmAwareHandler(logging.StreamHandler):
     """Writes each record through ``tqdm.write``, so a bar on the terminal is redrawn below
-    the line instead of being torn by it."""
+    the line instead of being torn by it; to whatever ``sys.stderr`` is at the time."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record), file=self.stream)
+            tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # logging must never end a run
             self.handleError(record)
 
 
-def configure_logging(quiet: int = 0, verbose: int = 0) -> None:
-    """Send the ``dwlab`` loggers to stderr at the level the options ask for."""
+@contextlib.contextmanager
+def command_logging(quiet: int = 0, verbose: int = 0) -> Iterator[None]:
+    """For the time of one command, the ``dwlab`` loggers go to stderr at the level the
+    options ask for; afterwards they are as they were (dwlab used as a library configures
+    no logging of its own, and a command run in-process leaves none behind)."""
     logger = logging.getLogger("dwlab")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    handler = _TqdmAwareHandler(sys.stderr)
+    handler = _TqdmAwareHandler()
     if verbose > quiet:
         level = logging.DEBUG
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         level = logging.WARNING if quiet > verbose else logging.INFO
         handler.setFormatter(logging.Formatter("%(message)s"))
+    saved = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def add_verbosity_options(parser: argparse.ArgumentParser, top: bool) -> None:
