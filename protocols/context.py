@@ -42,6 +42,10 @@ class RunContext:
         self.device_reads = 0
         self._writers = {name: TableWriter(folder / f"{name}.csv", list(cols))
                          for name, cols in tables.items()}
+        self.last_read: torch.Tensor | None = None
+        """The conductances of the latest read (for the live view)."""
+        self.step_rows: dict[str, list[Row]] = {}
+        """Rows written since the engine last took them (for the live view)."""
 
     @property
     def n(self) -> int:
@@ -50,6 +54,7 @@ class RunContext:
     def write(self, table: str, rows: list[Row]) -> None:
         """Append the rows of one step (flushed and fsynced together)."""
         self._writers[table].append_rows(rows)
+        self.step_rows.setdefault(table, []).extend(rows)
 
     def device_rows(self, fixed: Mapping[str, Cell], **per_device: torch.Tensor) -> list[Row]:
         """One row per selected device: the ``fixed`` values, the device index, and each
@@ -62,7 +67,8 @@ class RunContext:
         """Conductances of the selected devices (float64, CPU)."""
         out = self.array.read(n_averages=n_averages, devices=self.devices)
         self.device_reads += self.n * n_averages
-        return out.conductance_siemens.detach().to("cpu", torch.float64).reshape(-1)
+        self.last_read = out.conductance_siemens.detach().to("cpu", torch.float64).reshape(-1)
+        return self.last_read
 
     def apply(self, push: PulseCounts, pull: PulseCounts, push_shape: PulseShape,
               pull_shape: PulseShape | None = None) -> None:

@@ -8,6 +8,8 @@ measured; the first Ctrl-C stops between steps; the run always ends in
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,13 @@ from tqdm import tqdm
 from dwlab.config import to_data
 from dwlab.core.device import DeviceArray
 from dwlab.records import atomic_write_json, base_metadata, now_iso
+from dwlab.records.live import LiveView, numeric
 from dwlab.records.status import RunStatus, StopRequest, error_text
+
+log = logging.getLogger(__name__)
+
+MAP_EVERY = 10
+"""Steps between two conductance maps in the live view (and the last step)."""
 
 JSON = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
 
@@ -89,12 +97,18 @@ def run_protocol(
     status: RunStatus = "failed"
     error: str | None = None
     steps = protocol.run(ctx)
-    bar = tqdm(total=estimate.steps, desc=protocol.name, unit="step", disable=not progress,
-               leave=False)
+    bar = tqdm(total=estimate.steps, desc=protocol.name, unit="step",
+               disable=None if progress else True, leave=False)
+    live = LiveView(folder)
+    started = time.perf_counter()
     try:
         with StopRequest() as stop:
-            for _ in steps:
+            for done, _ in enumerate(steps, start=1):
                 bar.update(1)
+                live_step(live, ctx, done, last=done == estimate.steps)
+                log.debug("%s step %d/%d: %d pulses, %d device reads, %.1f s", protocol.name,
+                          done, estimate.steps, ctx.pulses, ctx.device_reads,
+                          time.perf_counter() - started)
                 if stop.requested:
                     status = "interrupted"
                     break
@@ -109,6 +123,7 @@ def run_protocol(
     finally:
         steps.close()
         bar.close()
+        live.close()
         try:
             array.safe_state()
         finally:
@@ -120,5 +135,33 @@ def run_protocol(
             except Exception as exc:  # a broken instrument must not hide the record
                 meta["array"]["snapshot_after"] = f"unavailable: {exc}"
             atomic_write_json(folder / "metadata.json", meta)
-    plots = make_plots(protocol, folder)
-    return RunResult(folder, status, estimate, ctx.pulses, ctx.device_reads, plots)
+    pngs = make_plots(protocol, folder)
+    return RunResult(folder, status, estimate, ctx.pulses, ctx.device_reads, pngs)
+
+
+def live_step(live: LiveView, ctx: RunContext, step: int, last: bool) -> None:
+    """One protocol step in the live view: the mean of every numeric column of the rows it
+    recorded, the counters, the last read's conductances (histogram; a crossbar map of a 2-D
+    array every ``MAP_EVERY`` steps and at the last)."""
+    for table, rows in ctx.step_rows.items():
+        columns: dict[str, list[float]] = {}
+        for row in rows:
+            for key, value in row.items():
+                number = numeric(value)
+                if number is not None and key != "device":
+                    columns.setdefault(key, []).append(number)
+        live.scalars(table, {k: sum(v) / len(v) for k, v in columns.items()}, step)
+    ctx.step_rows.clear()
+    live.scalars("run", {"pulses": ctx.pulses, "device_reads": ctx.device_reads}, step)
+    g = ctx.last_read
+    if g is None:
+        return
+    live.histogram("conductance", g.numpy(), step)
+    shape = ctx.info.shape
+    if len(shape) == 2 and g.numel() == ctx.info.size and (last or step % MAP_EVERY == 0):
+        from dwlab.records import plots  # matplotlib loads only when something is drawn
+
+        window = (ctx.info.conductance_min_siemens, ctx.info.conductance_max_siemens)
+        live.figure("crossbar/conductance", plots.crossbar_maps(
+            {"last read": g.numpy().reshape(shape)}, None, window=window,
+            title=f"{ctx.folder.name} (step {step})"), step)

@@ -85,7 +85,7 @@ class PulseResponse(Protocol[PulseResponseParams]):
              "polarity": polarity, "pulse": k}, conductance_siemens=g))
 
     def plot(self, folder: Path, tables: Tables) -> list[Path]:
-        import matplotlib.pyplot as plt
+        from dwlab.records.plots import eng, engineering, integer_ticks, plt
 
         groups: dict[tuple[float, float], dict[int, list[float]]] = defaultdict(
             lambda: defaultdict(list))
@@ -93,15 +93,17 @@ class PulseResponse(Protocol[PulseResponseParams]):
             key = (float(r["amplitude_volts"]), float(r["width_seconds"]))
             step = int(r["pulse"]) + (0 if int(r["polarity"]) == PUSH else 10**6)
             groups[key][step].append(float(r["conductance_siemens"]))
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
         for (a, w), by_step in sorted(groups.items()):
             steps = sorted(by_step)
             n_push = max((s for s in steps if s < 10**6), default=0)
             xs = [s if s < 10**6 else n_push + (s - 10**6) for s in steps]
-            ys = [np.mean(by_step[s]) * 1e6 for s in steps]
-            ax.plot(xs, ys, ".-", label=f"{a:g} V, {w:g} s")
+            ys = [np.mean(by_step[s]) for s in steps]
+            ax.plot(xs, ys, ".-", label=f"{eng(a, 'V')}, {eng(w, 's')}")
         ax.set_xlabel("pulse number (push, then pull)")
-        ax.set_ylabel("mean conductance (uS)")
+        ax.set_ylabel("mean conductance")
+        engineering(ax, "y", "S")
+        integer_ticks(ax)
         ax.set_title("Pulse response")
         ax.legend(fontsize=7)
         return [save_figure(fig, folder / "pulse_response.png")]
@@ -173,7 +175,7 @@ class SwitchingStatistics(Protocol[SwitchingParams]):
                 yield
 
     def plot(self, folder: Path, tables: Tables) -> list[Path]:
-        from dwlab.records.plots import plt, subplot_grid
+        from dwlab.records.plots import eng, engineering, plt, subplot_grid
 
         rows = tables["steps"]
         meta_threshold = self.params.depinning_threshold_siemens
@@ -184,15 +186,17 @@ class SwitchingStatistics(Protocol[SwitchingParams]):
             at_max = amp == amp.max()
             meta_threshold = 0.3 * float(np.median(np.abs(delta[at_max])))
         out = []
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
         for w in sorted(set(width)):
             for s, style in ((PUSH, "o-"), (PULL, "s--")):
                 amps = sorted(set(amp))
                 prob = [float(np.mean(np.abs(delta[(amp == a) & (width == w) & (pol == s)])
                                       > meta_threshold)) for a in amps]
-                ax.plot(amps, prob, style, label=f"{w:g} s, {'push' if s > 0 else 'pull'}")
-        ax.set_xlabel("amplitude (V)")
-        ax.set_ylabel(f"P(|step| > {meta_threshold:.3g} S)")
+                ax.plot(amps, prob, style,
+                        label=f"{eng(w, 's')}, {'push' if s > 0 else 'pull'}")
+        ax.set_xlabel("amplitude")
+        engineering(ax, "x", "V")
+        ax.set_ylabel(f"P(|step| > {eng(meta_threshold, 'S')})")
         ax.set_title("Depinning probability")
         ax.legend(fontsize=7)
         out.append(save_figure(fig, folder / "depinning.png"))
@@ -201,11 +205,12 @@ class SwitchingStatistics(Protocol[SwitchingParams]):
         for ax, (a, w) in zip(axes.flat, keys, strict=False):
             for s, colour in ((PUSH, "tab:red"), (PULL, "tab:blue")):
                 sel = (amp == a) & (width == w) & (pol == s)
-                ax.hist(delta[sel] * 1e6, bins=30, alpha=0.5, color=colour,
+                ax.hist(delta[sel], bins=30, alpha=0.5, color=colour,
                         label="push" if s > 0 else "pull")
-            ax.set_title(f"{a:g} V, {w:g} s", fontsize=8)
+            ax.set_title(f"{eng(a, 'V')}, {eng(w, 's')}", fontsize=8)
+            engineering(ax, "x", "S", max_ticks=4)
             ax.tick_params(labelsize=7)
         axes.flat[0].legend(fontsize=7)
-        fig.supxlabel("step (uS)")
+        fig.supxlabel("conductance step")
         out.append(save_figure(fig, folder / "step_histograms.png"))
         return out

@@ -89,18 +89,20 @@ class PushPullNoise(Protocol[PushPullParams]):
                     yield
 
     def plot(self, folder: Path, tables: Tables) -> list[Path]:
-        import matplotlib.pyplot as plt
+        from dwlab.records.plots import engineering, integer_ticks, plt
 
         rows = tables["updates"]
         k, net = float_column(rows, "budget"), float_column(rows, "net")
-        delta = float_column(rows, "delta_siemens") * 1e6
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        delta = float_column(rows, "delta_siemens")
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
         for budget in sorted(set(k)):
             nets = sorted(set(net[k == budget]))
             means = [delta[(k == budget) & (net == v)].mean() for v in nets]
             a1.plot(nets, means, "o-", label=f"K = {budget:g}")
         a1.set_xlabel("n+ - n-")
-        a1.set_ylabel("mean update (uS)")
+        a1.set_ylabel("mean update")
+        engineering(a1, "y", "S")
+        integer_ticks(a1)
         a1.legend(fontsize=8)
         budgets = sorted(set(k))
         # Cycle-to-cycle variance: over repeats of one update on one device (device-to-device
@@ -111,14 +113,16 @@ class PushPullNoise(Protocol[PushPullParams]):
             on = k == budget
             parts = [delta[on & (net == v) & (device == d)]
                      for v in set(net[on]) for d in set(device[on])]
-            variances.append(np.mean([np.var(part, ddof=1) for part in parts if len(part) > 1]))
+            variances.append(1e12 * np.mean([np.var(part, ddof=1) for part in parts
+                                             if len(part) > 1]))  # in (µS)²
         a2.plot(budgets, variances, "o", label="measured")
         if len(budgets) > 1:
             slope, icpt = np.polyfit(budgets, variances, 1)
             xs = np.linspace(0, max(budgets), 50)
-            a2.plot(xs, slope * xs + icpt, "-", label=f"linear fit, {slope:.3g} uS^2/pulse")
+            a2.plot(xs, slope * xs + icpt, "-", label=f"linear fit, {slope:.3g} (µS)²/pulse")
         a2.set_xlabel("pulse budget K")
-        a2.set_ylabel("update variance (uS^2)")
+        a2.set_ylabel("update variance ((µS)²)")
+        integer_ticks(a2)
         a2.legend(fontsize=8)
         fig.suptitle("Push-pull noise")
         return [save_figure(fig, folder / "push_pull_noise.png")]
@@ -164,19 +168,20 @@ class Endurance(Protocol[EnduranceParams]):
             yield
 
     def plot(self, folder: Path, tables: Tables) -> list[Path]:
-        import matplotlib.pyplot as plt
+        from dwlab.records.plots import engineering, integer_ticks, plt
 
         rows = tables["cycles"]
         cycle = float_column(rows, "cycle")
         high = float_column(rows, "g_after_push_siemens")
         low = float_column(rows, "g_after_pull_siemens")
         cycles = sorted(set(cycle))
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(cycles, [high[cycle == c].mean() * 1e6 for c in cycles], ".-",
-                label="after push")
-        ax.plot(cycles, [low[cycle == c].mean() * 1e6 for c in cycles], ".-", label="after pull")
+        fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+        ax.plot(cycles, [high[cycle == c].mean() for c in cycles], ".-", label="after push")
+        ax.plot(cycles, [low[cycle == c].mean() for c in cycles], ".-", label="after pull")
         ax.set_xlabel("cycle")
-        ax.set_ylabel("mean conductance (uS)")
+        ax.set_ylabel("mean conductance")
+        engineering(ax, "y", "S")
+        integer_ticks(ax)
         ax.set_title("Endurance")
         ax.legend()
         return [save_figure(fig, folder / "endurance.png")]

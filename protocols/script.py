@@ -19,7 +19,9 @@ first pulse. A run writes one folder with the script's metadata and one sub-fold
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +38,8 @@ from dwlab.config.quantities import Finite, check_shape
 from dwlab.core.device import DeviceArray
 from dwlab.core.errors import ConfigError, ProtocolError
 from dwlab.records import atomic_write_json, base_metadata, new_run_dir, now_iso
+
+log = logging.getLogger(__name__)
 
 MAX_STEPS = 10_000
 """The most steps a script may expand to (sweeps multiply)."""
@@ -201,11 +205,16 @@ def run_script(script: Script, array: DeviceArray, runs_dir: str | Path, *,
     status: RunStatus = "failed"
     try:
         for i, step in enumerate(script.steps):
+            started = time.perf_counter()
             result = run_protocol(step.protocol, array, folder / f"{i:02d}-{step.label}",
                                   seed=seed, progress=progress, timing=script.config.timing,
                                   extra_metadata={"script": script.config.name,
                                                   "step": step.label})
             results.append(result)
+            log.info("%s step %d/%d %s: %s, %d pulses, %d device reads, %d plots, %.1f s",
+                     script.config.name, i + 1, len(script.steps), step.label, result.status,
+                     result.pulses, result.device_reads, len(result.plots),
+                     time.perf_counter() - started)
             if result.status != "completed":
                 break
         status = results[-1].status if results else "completed"  # as its last step ended

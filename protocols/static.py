@@ -59,7 +59,7 @@ class ReadNoise(Protocol[ReadNoiseParams]):
             yield
 
     def plot(self, folder: Path, tables: Tables) -> list[Path]:
-        import matplotlib.pyplot as plt
+        from dwlab.records.plots import eng, engineering, integer_ticks, plt
 
         rows = tables["reads"]
         g, device, read = (float_column(rows, k) for k in ("conductance_siemens", "device", "read"))
@@ -69,15 +69,22 @@ class ReadNoise(Protocol[ReadNoiseParams]):
         for d in devices:
             sel = (device == d) & noise
             deviation[device == d] = g[device == d] - (g[sel].mean() if sel.any() else 0.0)
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-        a1.hist(deviation[noise] * 1e6, bins=40)
-        sd = deviation[noise].std(ddof=1) * 1e6 if noise.sum() > 1 else float("nan")
-        a1.set_title(f"read noise: sd {sd:.3g} uS")
-        a1.set_xlabel("read minus device mean (uS)")
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+        a1.hist(deviation[noise], bins=40)
+        sd = deviation[noise].std(ddof=1) if noise.sum() > 1 else float("nan")
+        a1.set_title(f"read noise: sd {eng(sd, 'S')}")
+        a1.set_xlabel("read minus device mean")
+        engineering(a1, "x", "S")
         reads = sorted(set(read))
-        a2.plot(reads, [deviation[read == i].mean() * 1e6 for i in reads], ",")
+        a2.plot(reads, [deviation[read == i].mean() for i in reads], ".-", ms=3, lw=0.5)
+        disturb = read[~noise]
+        if disturb.size:
+            a2.axvline(disturb.min(), color="C3", ls="--", lw=1, label="disturb reads start")
+            a2.legend(fontsize=8)
         a2.set_xlabel("read number")
-        a2.set_ylabel("mean deviation over devices (uS)")
+        a2.set_ylabel("mean deviation over devices")
+        engineering(a2, "y", "S")
+        integer_ticks(a2)
         a2.set_title("read disturb")
         return [save_figure(fig, folder / "read_noise.png")]
 
@@ -133,18 +140,21 @@ class Retention(Protocol[RetentionParams]):
             yield
 
     def plot(self, folder: Path, tables: Tables) -> list[Path]:
-        import matplotlib.pyplot as plt
+        from dwlab.records.plots import eng, engineering, plt
 
         rows = tables["retention"]
         t, g, device = (float_column(rows, k) for k in ("time_seconds", "conductance_siemens",
                                                     "device"))
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
         for d in sorted(set(device))[:16]:
             sel = device == d
-            ax.plot(t[sel], g[sel] * 1e6, ".-", lw=0.8)
+            ax.plot(t[sel], g[sel], ".-", lw=0.8)
         ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_xlabel("time after programming (s)")
-        ax.set_ylabel("conductance (uS)")
+        times = sorted(set(t))  # ticks where it was read: a symlog axis picks odd ones
+        ax.set_xticks(times, [eng(v, "s") for v in times])
+        ax.set_xlabel("time after programming")
+        ax.set_ylabel("conductance")
+        engineering(ax, "y", "S")
         ax.set_title("Retention (first 16 devices)")
         return [save_figure(fig, folder / "retention.png")]
 
@@ -243,26 +253,24 @@ class DeviceMap(Protocol[DeviceMapParams]):
         yield
 
     def plot(self, folder: Path, tables: Tables) -> list[Path]:
-        import matplotlib.pyplot as plt
+        from dwlab.records.plots import crossbar_heatmap, engineering, integer_ticks, plt
 
         rows = tables["devices"]
         index = [tuple(int(v) for v in r["index"].split("x")) for r in rows]
-        ndim = len(index[0])
-        shape = tuple(max(i[k] for i in index) + 1 for k in range(ndim))
-        if ndim != 2:
-            shape = (1, len(rows))
-            index = [(0, int(r["device"])) for r in rows]
-        quantities = [("g_max_siemens", "G at push end (uS)"),
-                      ("g_min_siemens", "G at pull end (uS)"),
-                      ("step_push_siemens", "push step (uS)"),
-                      ("step_pull_siemens", "pull step (uS)")]
-        fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+        quantities = [("g_max_siemens", "G at push end"), ("g_min_siemens", "G at pull end"),
+                      ("step_push_siemens", "push step"), ("step_pull_siemens", "pull step")]
+        fig, axes = plt.subplots(1, 4, figsize=(17, 4), layout="constrained")
         for ax, (key, title) in zip(axes, quantities, strict=True):
-            grid = np.full(shape, np.nan)
-            for (r, c), row in zip(index, rows, strict=True):
-                grid[r, c] = float(row[key]) * 1e6
-            im = ax.imshow(grid, cmap="viridis", aspect="auto")
-            ax.set_title(title, fontsize=9)
-            fig.colorbar(im, ax=ax)
+            values = np.array([float(row[key]) for row in rows])
+            if len(index[0]) == 2:  # a crossbar: the map as the chip lays it out
+                grid = np.full(tuple(max(i[k] for i in index) + 1 for k in (0, 1)), np.nan)
+                for (r, c), value in zip(index, values, strict=True):
+                    grid[r, c] = value
+                crossbar_heatmap(ax, grid, title=title)
+            else:  # no layout to show: one bar per device
+                ax.bar([int(r["device"]) for r in rows], values, color="C0")
+                ax.set(xlabel="device", title=title)
+                engineering(ax, "y", "S")
+                integer_ticks(ax)
         fig.suptitle("Device-to-device map")
         return [save_figure(fig, folder / "device_map.png")]

@@ -44,6 +44,7 @@ def failing_commands(tmp: Path) -> dict[str, list[str]]:
         "calibrate": ["calibrate", str(tmp / "no_records"), "-o", str(tmp / "c.yaml")],
         "instruments identify": ["instruments", "identify", bad],
         "virtual-lab": ["virtual-lab", "--config", no_lab],
+        "watch": ["watch", str(tmp / "no_run")],
     }
 
 

@@ -46,6 +46,8 @@ def test_sweep_writes_table_csv_and_plot(tmp_path, capsys):
     assert len(rows) == 8
     assert sorted({(r["scheme"], r["update_bits"]) for r in rows if r["scheme"] ==
                    "push_pull_pair"}) == [("push_pull_pair", "2"), ("push_pull_pair", "6")]
+    # float runs have no update precision, and the table says none
+    assert {r["update_bits"] for r in rows if r["scheme"].startswith("float")} == {""}
     # Pulses per weight follow the budget: a pair sends 2 (2^b - 1) per step, plus re-centring.
     steps = 128 // 32
     for r in rows:
@@ -114,3 +116,10 @@ def test_a_diverging_run_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
     result = json.loads((run / "float_sgd-s0" / "result.json").read_text())
     assert result["failed"].startswith("TrainingDiverged: float_sgd-s0: the training loss")
     assert "- failed: float_sgd-s0: TrainingDiverged" in (run / "sweep.md").read_text()
+
+
+def test_a_single_run_shows_no_spread():
+    from dwlab.app.commands.sweep import _accuracy
+
+    assert _accuracy(0.8932, 0.0, 1) == "89.32"  # one seed: no "± 0.00"
+    assert _accuracy(0.8932, 0.0057, 2) == "89.32 ± 0.57"

@@ -1,5 +1,6 @@
 """Run records: folders, tables and event streams that survive a crash; PNG helpers in
-``dwlab.records.plots``."""
+``dwlab.records.plots``, the live view (TensorBoard events) in ``dwlab.records.live``, run
+folders as pandas / xarray / NetCDF in ``dwlab.records.export``."""
 
 from dwlab.records.files import (
     EventLog,

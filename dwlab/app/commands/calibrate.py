@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dwlab.app.commands import ExitCode
+from dwlab.app.logs import show_progress
 from dwlab.core.types import PulseLimits, PulseShape
 from dwlab.protocols.base import run_protocol
 from dwlab.protocols.pulsing import SwitchingStatistics
@@ -91,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("records", nargs="+", help="protocol record folders (script runs or steps)")
     p.add_argument("-o", "--output", required=True, help="calibration YAML to write")
     p.add_argument("--report-dir", default="runs/calibrations",
-                   help="parent folder of the fit report (default: runs/calibrations)")
+                   help="parent folder of the fit report")
     p.add_argument("--sim-devices", type=int, default=256,
                    help="devices of the simulated twin used for the goodness of fit")
     p.add_argument("--alpha", type=float, default=0.05, help="family-wise KS significance")
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     res = run_calibration(args.records, args.output, report_parent=args.report_dir,
                           sim_devices=args.sim_devices, alpha=args.alpha,
                           heldout_every=args.heldout_every, n_bootstrap=args.bootstrap,
-                          seed=args.seed)
+                          seed=args.seed, progress=show_progress(args))
     print(f"{'parameter':20s} {'value':>12s} {'stderr':>10s}  unit")
     for name in FITTED:
         print(f"{name:20s} {getattr(res.calibration.params, name):12.5g} "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dwlab.app.backends import build_array, limits_from_config, open_backends
 from dwlab.app.commands import ExitCode
+from dwlab.app.logs import show_progress
 from dwlab.app.simulate import add_simulate_option, apply_simulate
 from dwlab.config import load_config, to_data
 from dwlab.core.errors import ConfigError, ProtocolError, PulseLimitError
@@ -15,6 +16,7 @@ from dwlab.core.types import PulseShape
 from dwlab.protocols.base import Target, describe_params
 from dwlab.protocols.registry import PROTOCOLS, get_protocol
 from dwlab.protocols.script import Script, load_script, run_script
+from dwlab.records.export import load_run
 from dwlab.sim.twin import PRESETS
 
 
@@ -108,10 +110,11 @@ def run_run(args: argparse.Namespace) -> int:
              **({"simulated": simulated} if simulated else {})}
     with open_backends(loaded) as backends:
         array = backends.array(script.config.array, shape, script.config.seed_offset)
-        result = run_script(script, array, args.runs_dir, progress=not args.no_progress,
+        result = run_script(script, array, args.runs_dir, progress=show_progress(args),
                             seed=loaded.config.seed + script.config.seed_offset,
                             extra_metadata=extra)
-    print(f"{result.status}: {result.folder}")
+    load_run(result.folder).to_netcdf()
+    print(f"{result.status}: {result.folder} (all tables also in records.nc)")
     for r in result.steps:
         print(f"  {r.status:11s} {r.folder.name}: {r.pulses} pulses, {r.device_reads} reads, "
               f"{len(r.plots)} plots")

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from dwlab.app.commands import ExitCode
+from dwlab.app.logs import show_progress
 from dwlab.app.simulate import (
     add_simulate_option,
     apply_simulate,
@@ -24,6 +25,7 @@ from dwlab.app.simulate import (
     simulate_refused_on_resume,
 )
 from dwlab.app.training import (
+    FLOAT_SCHEMES,
     FailedRun,
     RunFolder,
     RunOutcome,
@@ -38,6 +40,7 @@ from dwlab.app.training import (
 from dwlab.config import LoadedConfig
 from dwlab.core.schemes import Scheme
 from dwlab.records import TableWriter, atomic_write_text, new_run_dir, plots
+from dwlab.records.export import load_run
 
 DEVICE_SCHEMES = Scheme.device_names()
 RESULT_COLUMNS = ["label", "scheme", "update_bits", "seed", "accuracy", "nll", "ece",
@@ -111,11 +114,12 @@ def run_sweep(args: argparse.Namespace) -> int:
         record_simulation(run.path, run.metadata, simulated)
     print(f"dwlab sweep: records in {run.path}")
     try:
-        results = train_run_folder(run, progress=not args.no_progress, keep_going=True)
+        results = train_run_folder(run, progress=show_progress(args), keep_going=True)
     except KeyboardInterrupt:
         print(f"continue with: dwlab sweep --resume {run.path}", file=sys.stderr)
         raise
     print(summarise(run, results))
+    load_run(run.path).to_netcdf()
     return ExitCode.OK
 
 
@@ -126,6 +130,11 @@ def _method(r: RunResult) -> tuple[str, int | None]:
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _accuracy(mean: float, sd: float, runs: int) -> str:
+    """Accuracy in percent, with the spread only when there is one (two runs or more)."""
+    return f"{100 * mean:.2f} ± {100 * sd:.2f}" if runs > 1 else f"{100 * mean:.2f}"
 
 
 def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
@@ -142,6 +151,8 @@ def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
         for r in results:
             table.append({**{k: v for k, v in dataclasses.asdict(r).items()
                              if k in RESULT_COLUMNS},
+                          # float runs have no update precision (their spec carries one)
+                          "update_bits": "" if r.scheme in FLOAT_SCHEMES else r.update_bits,
                           "final_weights_accuracy": r.final_weights["accuracy"]})
     groups: dict[tuple[str, int | None], list[RunResult]] = {}
     for r in results:
@@ -158,7 +169,8 @@ def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
         "model average over that many posterior samples; otherwise the final weights. "
         "T_eff: mean effective temperature of the device weights (device noise and the "
         "rounding of pulse counts); saturated: devices at a track end after the last step; "
-        "res. bits: weight resolution, log2(window / one step).",
+        "res. bits: weight resolution, log2(window / one step). Accuracy: mean ± "
+        "standard deviation over the runs (seeds); a single run has no spread to show.",
         "",
         "| method | bits | accuracy (%) | vs float SGD (pp) | NLL | ECE | pulses/weight "
         "| T_eff | saturated (%) | res. bits | samples | runs |",
@@ -181,7 +193,7 @@ def summarise(run: RunFolder, outcomes: list[RunOutcome]) -> str:
                     if rs[0].device_backed and rs[0].precision else "-")
         samples = statistics.fmean(r.samples for r in rs)
         lines.append(f"| {scheme} | {bits if bits is not None else '-'} | "
-                     f"{100 * acc:.2f} ± {100 * acc_sd:.2f} | {gap} | {nll:.4f} | {ece:.4f} | "
+                     f"{_accuracy(acc, acc_sd, len(rs))} | {gap} | {nll:.4f} | {ece:.4f} | "
                      f"{pulses} | {t_eff} | {saturated} | {res_bits} | {samples:g} | "
                      f"{len(rs)} |")
     lines += [f"- failed: {r.label}: {r.failed}" for r in failed]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from dwlab.app.commands import ExitCode
+from dwlab.app.logs import show_progress
 from dwlab.app.simulate import (
     add_simulate_option,
     apply_simulate,
@@ -26,6 +27,7 @@ from dwlab.app.training import (
 )
 from dwlab.core.schemes import Scheme
 from dwlab.records import new_run_dir
+from dwlab.records.export import load_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,10 +78,11 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"dwlab train: {cfg.name}: {t.model} (width {t.width}) on {t.dataset}, "
           f"{t.epochs} epochs, records in {run.path}")
     try:
-        results = train_run_folder(run, progress=not args.no_progress)
+        results = train_run_folder(run, progress=show_progress(args))
     except KeyboardInterrupt:
         print(f"continue with: dwlab train --resume {run.path}", file=sys.stderr)
         raise
+    load_run(run.path).to_netcdf()
     print(report(results, run.path))
     return ExitCode.OK
 
@@ -121,7 +124,8 @@ def report(results: list[RunOutcome], folder: Path) -> str:
                  "last step; res. bits: weight resolution, log2(window / one step)")
     lines.append(f"records: {folder} (config.yaml, metadata.json, per-run steps.csv, "
                  "epochs.csv, result.json, device_events.jsonl, checkpoints; "
-                 "learning_curves.png)")
+                 "learning_curves.png; all tables in records.nc); live view: "
+                 f"dwlab watch {folder}")
     return "\n".join(lines)
 
 

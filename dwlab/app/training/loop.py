@@ -5,8 +5,10 @@ for the files)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import random
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,10 +38,17 @@ from dwlab.app.training.spec import RunSpec
 from dwlab.config import LoadedConfig, evolve
 from dwlab.core.errors import CheckpointError, DwlabError
 from dwlab.records import EventLog, TableWriter, plots
+from dwlab.records.live import LiveView
 from dwlab.records.status import StopRequest
 from dwlab.sgld.controller import SGLDController, StepStats
+from dwlab.sgld.weight import DeviceWeight
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+LIVE_MAPS = 4
+"""Weight tensors whose crossbar conductance maps go into the live view each epoch (the
+first ones; a ResNet has dozens)."""
 STEP_COLUMNS = ["attempt", "step", "epoch", "batch", "loss", "batch_accuracy", "seconds",
                 "weight_projection", *StepStats.LOGGED]
 EPOCH_COLUMNS = ["attempt", "epoch", "step", "test_accuracy", "test_nll", "test_ece",
@@ -109,6 +118,10 @@ class TrainingRun:
         self._saved_step: int | None = None  # the step of the last checkpoint written
         # (step, test probabilities) of the last evaluation, reused at the end of the run
         self._last_eval: tuple[int, torch.Tensor] | None = None
+        self._last_planes: dict[str, np.ndarray] = {}  # for the per-epoch change histograms
+        self.on_epoch: Callable[[], None] | None = None
+        """Called after each epoch's records are written (the run folder redraws its
+        learning curves)."""
 
     # -- hooks (tests replace these in a subprocess to kill a run at a chosen step)
     def after_step(self, step: int) -> None:
@@ -199,6 +212,9 @@ class TrainingRun:
         projection = WeightProjection(model, self.spec.seed)
         state = self._resume(model, opt, store, chain)
         mapped = sum(dw.n_weights for dw in opt.weights)
+        too_long = chain.burn_in_warning(total_steps) if self.uses_samples else None
+        if too_long:
+            log.warning("%s: %s", self.spec.label, too_long)
 
         started = time.perf_counter()  # of the current stretch of training time
 
@@ -217,8 +233,10 @@ class TrainingRun:
 
         steps_log = TableWriter(self.folder / "steps.csv", STEP_COLUMNS)
         epochs_log = TableWriter(self.folder / "epochs.csv", EPOCH_COLUMNS)
+        live = LiveView(self.folder)
+        epoch_losses: list[float] = []
         bar = tqdm(total=total_steps, initial=state.step, desc=self.spec.label,
-                   disable=not self.progress, leave=False, dynamic_ncols=True)
+                   disable=None if self.progress else True, leave=False, dynamic_ncols=True)
         model.train()
         try:
             while state.step < total_steps:
@@ -249,14 +267,17 @@ class TrainingRun:
                     step = state.step
                     position = projection(model)
                     sample_due = chain.record(step, loss.item(), position)
+                    epoch_losses.append(loss.item())
                     if step % tcfg.log_every_steps == 0 or step == total_steps:
-                        steps_log.append({
+                        step_row = {
                             "attempt": state.attempt, "step": step, "epoch": epoch,
                             "batch": b, "loss": f"{loss.item():.6g}",
                             "batch_accuracy": f"{(logits.argmax(1) == y).float().mean():.4f}",
                             "seconds": f"{state.seconds + time.perf_counter() - started:.3f}",
                             "weight_projection": f"{position:.8g}", **stats.logged(),
-                        })
+                        }
+                        steps_log.append(step_row)
+                        live.scalars("train", step_row, step, skip=NOT_SCALARS)
                     if self.uses_samples and sample_due:
                         store.add(step, model, opt.device_snapshots()
                                   if tcfg.store_device_states else None)
@@ -269,14 +290,22 @@ class TrainingRun:
                     self._step_boundary(step, checkpoint_mid_epoch)
                 state.seconds += time.perf_counter() - started
                 row = self._evaluate_epoch(model, store, predict, state.step)
-                epochs_log.append({"attempt": state.attempt, "epoch": epoch + 1,
-                                   "step": state.step, "stationarity_z": chain.last_z,
-                                   "sampling_from_step": chain.start,
-                                   "thinning_steps": chain.thinning or None,
-                                   "pulses_total": state.pulses_total,
-                                   "seconds": f"{state.seconds:.3f}", **row,
-                                   **device_epoch(state, opt.last_stats)})
+                epoch_row = {"attempt": state.attempt, "epoch": epoch + 1,
+                             "step": state.step, "stationarity_z": chain.last_z,
+                             "sampling_from_step": chain.start,
+                             "thinning_steps": chain.thinning or None,
+                             "pulses_total": state.pulses_total,
+                             "seconds": f"{state.seconds:.3f}", **row,
+                             **device_epoch(state, opt.last_stats)}
+                epochs_log.append(epoch_row)
                 bar.set_postfix(acc=f"{row['test_accuracy']:.4f}", samples=len(store))
+                log.info(epoch_line(self.spec.label, epoch_row, tcfg.epochs, epoch_losses))
+                epoch_losses.clear()
+                live.scalars("epoch", epoch_row, state.step, skip=NOT_SCALARS)
+                self._picture_devices(opt, live, state.step)
+                live.flush()
+                if self.on_epoch is not None:
+                    self.on_epoch()
                 checkpoint()
                 self._step_boundary(state.step, checkpoint)
         except TrainingInterrupted:
@@ -285,9 +314,38 @@ class TrainingRun:
             raise TrainingInterrupted(self.spec.label, state.step, self._saved_step) from None
         finally:
             bar.close()
+            live.close()
             steps_log.close()
             epochs_log.close()
         return self._finish(model, opt, store, chain, predict, state)
+
+    def _picture_devices(self, opt: SGLDController, live: LiveView, step: int) -> None:
+        """The arrays as they stand after an epoch, from the last read-back (no extra read
+        of the devices): conductance histograms with the nominal window marked (live view
+        and ``conductance.png``), each device's change since the last picture, and the
+        first tensors' crossbar maps."""
+        weights = [dw for dw in opt.weights if dw.last_read.numel()]
+        if not weights:
+            return
+        pooled: dict[str, list[np.ndarray]] = {}
+        for i, dw in enumerate(weights):
+            g = dw.last_read.detach().float().cpu().numpy()
+            pooled.setdefault(dw.array_name, []).append(g.ravel())
+            live.histogram(f"conductance/{dw.name}", g, step)
+            previous = self._last_planes.get(dw.name)
+            if previous is not None and previous.shape == g.shape:
+                live.histogram(f"conductance_change_per_epoch/{dw.name}", g - previous, step)
+            self._last_planes[dw.name] = g
+            if i < LIVE_MAPS:
+                live.figure(f"crossbar/{dw.name}", plots.crossbar_maps(
+                    plots.crossbar_planes(g, dw.pair), None, window=_window(dw),
+                    title=f"{self.spec.label} {dw.name} (step {step})"), step)
+        readings = {name: np.concatenate(parts) for name, parts in pooled.items()}
+        windows = {dw.array_name: _window(dw) for dw in weights}
+        live.figure("conductance/histograms", plots.conductance_histograms(
+            readings, None, title=f"{self.spec.label} (step {step})", windows=windows), step)
+        plots.conductance_histograms(readings, self.folder / "conductance.png",
+                                     title=f"{self.spec.label} (step {step})", windows=windows)
 
     def _evaluate_epoch(self, model: nn.Module, store: PosteriorStore,
                         predict: Callable[[], torch.Tensor], step: int) -> dict[str, Any]:
@@ -337,9 +395,10 @@ class TrainingRun:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
                    self.folder / "model_final.pt")
         if opt.weights:
-            readings = {name: g.tolist() for name, g in device_conductances(opt).items()}
-            plots.conductance_histograms(readings, self.folder / "conductance.png",
-                                         title=self.spec.label)
+            readings = {name: g.numpy() for name, g in device_conductances(opt).items()}
+            plots.conductance_histograms(
+                readings, self.folder / "conductance.png", title=f"{self.spec.label} (end)",
+                windows={dw.array_name: _window(dw) for dw in opt.weights})
         write_result(self.folder, result)
         return result
 
@@ -357,3 +416,24 @@ def device_epoch(state: Progress, last: StepStats) -> dict[str, float]:
     state.epoch_steps = 0
     state.epoch_temperature = state.epoch_clipped = state.epoch_edge_drift = 0.0
     return row
+NOT_SCALARS = ("attempt", "step", "epoch", "batch")
+"""Record columns that say where a row is, not what was measured."""
+
+
+def _window(dw: DeviceWeight) -> plots.Window:
+    return (dw.g_mid - dw.g_half, dw.g_mid + dw.g_half)
+
+
+def epoch_line(label: str, row: dict[str, Any], epochs: int, losses: list[float]) -> str:
+    """The log line of one epoch: where the run is and what its records just got."""
+    parts = [f"{label} epoch {row['epoch']}/{epochs} (step {row['step']})"]
+    if losses:
+        parts.append(f"train loss {statistics.fmean(losses):.4f}")
+    parts.append(f"test accuracy {100 * float(row['test_accuracy']):.2f}%")
+    if row.get("bma_accuracy") not in (None, ""):
+        parts.append(f"model average {100 * float(row['bma_accuracy']):.2f}%")
+    parts.append(f"{row['samples']} samples")
+    if row["pulses_total"]:
+        parts.append(f"{row['pulses_total']:.3g} pulses")
+    parts.append(f"{float(row['seconds']):.1f} s")
+    return ", ".join(parts)

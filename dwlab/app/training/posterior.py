@@ -99,6 +99,14 @@ class ChainMonitor:
         if self.fixed_thinning is None:
             self.thinning = math.ceil(autocorrelation_time(self.projections).tau)
 
+    def burn_in_warning(self, total_steps: int) -> str | None:
+        """Says so when the burn-in leaves no step to sample (logged at the start of a run
+        and kept in its summary)."""
+        if self.min_start < total_steps:
+            return None
+        return (f"the burn-in ({self.min_start} steps) is as long as the training "
+                f"({total_steps} steps): no posterior sample will be collected")
+
     def summary(self, total_steps: int, sample_steps: list[int]) -> dict[str, Any]:
         """What the chain did, for the records and the report: where sampling started, the
         thinning, the last stationarity ``z``, the autocorrelation time of the weight
@@ -115,9 +123,9 @@ class ChainMonitor:
                 span = max(sample_steps) - min(sample_steps)
                 kept_ess = min(float(samples_kept), 1.0 + span / tau)
         warnings = []
-        if self.min_start >= total_steps:
-            warnings.append(f"the burn-in ({self.min_start} steps) is as long as the "
-                            f"training ({total_steps} steps)")
+        too_long = self.burn_in_warning(total_steps)
+        if too_long:
+            warnings.append(too_long)
         elif self.start is None:
             warnings.append(f"the training loss never passed the stationarity test (last "
                             f"|z| {abs(self.last_z or 0):.2f} > {self.z_limit}); train longer")

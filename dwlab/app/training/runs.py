@@ -22,7 +22,12 @@ reference for ``dwlab train``; every precision and seed for ``dwlab sweep``)::
                        position and RNG states; replaced atomically
         model_final.pt final weights;  result.json  final metrics of the final weights
                        and of the model average, the chain's diagnostics (marks it done)
-        conductance.png device conductances at the end (device-backed schemes)
+        conductance.png device conductances, the nominal window marked (device-backed
+                       schemes; redrawn after every epoch, a last time at the end)
+        events.out.tfevents.*  the live view (TensorBoard): every numeric column of
+                       steps.csv and epochs.csv as scalars, conductance histograms and
+                       crossbar maps per epoch; ``dwlab watch RUN`` shows it
+      learning_curves.png  every run's curves, redrawn after every epoch
 
 A new folder trains from the config in memory; one killed at any point continues with
 ``dwlab train --resume RUN``, which reads ``config.yaml`` back: finished runs are skipped,
@@ -127,10 +132,7 @@ def train_run_folder(run: RunFolder, progress: bool = True, keep_going: bool = F
     try:
         with StopRequest() as stop:
             results = _train_runs(run, events, stop, progress, keep_going, run_factory)
-        curves = {s.label: read_curves(folder / s.label) for s in run.specs
-                  if (folder / s.label / "steps.csv").exists()}
-        plots.learning_curves(curves, folder / "learning_curves.png",
-                              title=run.loaded.config.name)
+        write_learning_curves(run)
     except KeyboardInterrupt as exc:
         where = exc.event() if isinstance(exc, TrainingInterrupted) else {"event": "interrupted"}
         events.write({"time": now_iso(), **where})
@@ -156,8 +158,10 @@ def _train_runs(run: RunFolder, events: EventLog, stop: StopRequest, progress: b
             raise KeyboardInterrupt
         mark(run, "running", label=spec.label)
         try:
-            result = run_factory(run.loaded, spec, run.path / spec.label, data, progress,
-                                 stop=stop).run()
+            training = run_factory(run.loaded, spec, run.path / spec.label, data, progress,
+                                   stop=stop)
+            training.on_epoch = lambda: write_learning_curves(run)  # redrawn as it goes
+            result = training.run()
         except (TrainingDiverged, PlanError) as exc:
             if not keep_going:
                 raise
@@ -188,6 +192,14 @@ def mark(run: RunFolder, status: RunStatus, error: str | None = None,
             meta["ended"] = now_iso()
             per_run.update({k: status for k, v in per_run.items() if v == "running"})
     atomic_write_json(run.path / "metadata.json", meta)
+
+
+def write_learning_curves(run: RunFolder) -> None:
+    """``learning_curves.png`` of every run of the folder so far."""
+    folder = run.path
+    curves = {s.label: read_curves(folder / s.label) for s in run.specs
+              if (folder / s.label / "steps.csv").exists()}
+    plots.learning_curves(curves, folder / "learning_curves.png", title=run.loaded.config.name)
 
 
 def read_curves(folder: Path) -> dict[str, list[float]]:
