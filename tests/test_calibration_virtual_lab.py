@@ -65,7 +65,7 @@ def served_lab(tmp_path):
 @pytest.mark.slow
 def test_round_trip_through_the_virtual_lab_with_the_commands(served_lab, tmp_path, capsys):
     """`dwlab protocols run` (the checked-in calibration script, fewer repeats) against the
-    served lab, then `dwlab calibrate`: every parameter back, held-out KS passes."""
+    served lab, then `dwlab calibrate`: every parameter back, verdict PASS."""
     config, truth = served_lab
     data = yaml.safe_load(SCRIPT_FILE.read_text())
     data.update(lab_config=str(config), array="chip")
