@@ -164,7 +164,8 @@ END_STATES = ("end", "pinned", "short", "unsettled")
   it short of the end; the recorded conductance is where bursts at the probe drive left it;
 - ``short``: settled and not moved by the probe, yet further than a quarter of the nominal
   range from the configured end of the conductance range: held by pinning beyond the
-  probe drive;
+  probe drive, or a configured range that is off (it stays in the map: ``saturated``
+  counts every settled end; the fit names the states when a range comes out empty);
 - ``unsettled``: still moving after ``max_bursts`` bursts.
 """
 
@@ -287,7 +288,9 @@ class DeviceMap(Protocol[DeviceMapParams]):
         after = ctx.read(p.n_averages)
         step_pull = (mid - after) / p.step_pulses
         shape = ctx.info.shape
-        reached = torch.tensor([a in ("end", "pinned") and b in ("end", "pinned")
+        # settled at both ends, at some drive; 'short' stays in (the configured range may
+        # be rough) and is named in the record for the fit's errors
+        reached = torch.tensor([a != "unsettled" and b != "unsettled"
                                 for a, b in zip(top, bottom, strict=True)])
         rows = ctx.device_rows({}, g_max_siemens=g_max, g_min_siemens=g_min,
                                saturated=reached.long(), step_push_siemens=step_push,

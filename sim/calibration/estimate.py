@@ -90,13 +90,10 @@ def calibrate(records: list[Record], base: TwinParams | None = None, *,
     dev_map = {d: v for d, v in dev_map.items() if d not in unsettled}
     if not dev_map:
         states = Counter(state for d in unsettled for state in ends.get(d, ()))
-        beyond_probe = states["short"]
         raise DatasetError(
             "no device reached both track ends in the device_map record ("
             + ", ".join(f"{n} ends {state}" for state, n in sorted(states.items())) + "); "
-            + ("walls 'short' are held by pinning beyond the probe drive: raise probe_factor "
-               "or the saturating amplitude; " if beyond_probe else "")
-            + "walls 'unsettled' need more saturate_pulses, max_bursts or a wider pulse")
+            "walls still moving need more saturate_pulses, max_bursts or a wider pulse")
     # read noise: per-device variance of single reads about the device mean
     read_var: dict[int, list[float]] = defaultdict(list)
     read_traces: dict[int, np.ndarray] = {}
