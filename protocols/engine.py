@@ -72,13 +72,14 @@ def run_protocol(
     protocol: Protocol, array: DeviceArray, folder: str | Path, *,
     seed: int | None = None, progress: bool = True, clock: Clock | None = None,
     timing: Timing = DEFAULT_TIMING, max_duration_seconds: float | None = None,
-    extra_metadata: Mapping[str, object] | None = None,
+    extra_metadata: Mapping[str, object] | None = None, plots: bool = True,
 ) -> RunResult:
     """Run one protocol into ``folder`` (created if missing).
 
     The estimate is checked against ``array.describe().limits`` before any pulse. Rows are
     flushed as measured; metadata records the parameters, estimate, array description and
     snapshot, versions, git revision, seed and times. Ends in ``array.safe_state()``.
+    ``plots=False`` skips the protocol's figures (a calibration check draws its own).
     """
     folder = Path(folder)
     info = array.describe()
@@ -135,8 +136,8 @@ def run_protocol(
             except Exception as exc:  # a broken instrument must not hide the record
                 meta["array"]["snapshot_after"] = f"unavailable: {exc}"
             atomic_write_json(folder / "metadata.json", meta)
-    pngs = make_plots(protocol, folder)
-    return RunResult(folder, status, estimate, ctx.pulses, ctx.device_reads, pngs)
+    figures = make_plots(protocol, folder) if plots else []
+    return RunResult(folder, status, estimate, ctx.pulses, ctx.device_reads, figures)
 
 
 def live_step(live: LiveView, ctx: RunContext, step: int, last: bool) -> None:

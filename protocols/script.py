@@ -184,8 +184,10 @@ class ScriptResult:
 
 def run_script(script: Script, array: DeviceArray, runs_dir: str | Path, *,
                progress: bool = True, seed: int | None = None,
-               extra_metadata: dict[str, object] | None = None) -> ScriptResult:
+               extra_metadata: dict[str, object] | None = None,
+               plots: bool = True) -> ScriptResult:
     """Run every step into ``runs_dir/<time>-<name>/NN-<label>``; stop at an interruption.
+    ``plots=False`` skips the steps' figures.
 
     The whole script is checked first, so a limit breach anywhere refuses before any pulse.
     """
@@ -209,7 +211,7 @@ def run_script(script: Script, array: DeviceArray, runs_dir: str | Path, *,
             result = run_protocol(step.protocol, array, folder / f"{i:02d}-{step.label}",
                                   seed=seed, progress=progress, timing=script.config.timing,
                                   extra_metadata={"script": script.config.name,
-                                                  "step": step.label})
+                                                  "step": step.label}, plots=plots)
             results.append(result)
             log.info("%s step %d/%d %s: %s, %d pulses, %d device reads, %d plots, %.1f s",
                      script.config.name, i + 1, len(script.steps), step.label, result.status,

@@ -1,4 +1,5 @@
-"""Protocols about states rather than steps: read noise and disturb, retention, device map."""
+"""Protocols about states rather than steps: read noise and disturb, retention, device map
+(which tells walls at a track end from walls held by pinning)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from dwlab.protocols.base import (
     Estimate,
     Protocol,
@@ -23,6 +25,8 @@ from dwlab.protocols.base import (
     save_figure,
     width_param,
 )
+
+from dwlab.core.types import PulseShape
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,20 @@ class Retention(Protocol[RetentionParams]):
 # ---------------------------------------------------------------------------
 
 
+END_STATES = ("end", "pinned", "short", "unsettled")
+"""How a device map leaves a wall at each end:
+
+- ``end``: settled at the saturating drive, and the stronger probe burst did not move it;
+- ``pinned``: settled at the saturating drive, but the probe burst moved it: pinning held
+  it short of the end; the recorded conductance is where bursts at the probe drive left it;
+- ``short``: settled and not moved by the probe, yet further than a quarter of the nominal
+  range from the configured end of the conductance range: held by pinning beyond the
+  probe drive, or a configured range that is off (it stays in the map: ``saturated``
+  counts every settled end; the fit names the states when a range comes out empty);
+- ``unsettled``: still moving after ``max_bursts`` bursts.
+"""
+
+
 @dataclass(frozen=True)
 class DeviceMapParams(ProtocolParams):
     saturate_pulses: int = param(300, min=1,
@@ -177,55 +195,92 @@ class DeviceMapParams(ProtocolParams):
     n_averages: int = param(16, min=1, help="reads averaged per reading")
     amplitude_volts: float | None = amplitude_param("saturating pulse amplitude; empty: nominal")
     width_seconds: float | None = width_param("saturating pulse width; empty: nominal")
+    probe_factor: float = param(1.5, min=1.0, max=10.0,
+                                help="a settled wall gets one burst at this times the "
+                                     "saturating amplitude (capped at the amplitude limit): "
+                                     "one that moves was held by pinning, not at the end")
     recenter_max_pulses: int | None = recenter_param()
 
 
 class DeviceMap(Protocol[DeviceMapParams]):
     name = "device_map"
-    summary = ("per device: conductance at both track ends (saturation confirmed) and mean "
-               "step per nominal pulse of each polarity")
+    summary = ("per device: conductance at both track ends (saturation confirmed, walls held "
+               "by pinning told apart by a stronger probe burst) and mean step per nominal "
+               "pulse of each polarity")
     Params = DeviceMapParams
     tables = {"devices": ("device", "index", "g_max_siemens", "g_min_siemens", "saturated",
-                          "step_push_siemens", "step_pull_siemens")}
+                          "push_end", "pull_end", "step_push_siemens", "step_pull_siemens")}
 
     def _chunks(self, target: Target) -> list[int]:
         """One saturating burst split into applies the limits allow."""
         total, cap = self.params.saturate_pulses, target.limits.max_pulses_per_device
         return [cap] * (total // cap) + ([total % cap] if total % cap else [])
 
+    def _probe_shape(self, target: Target) -> PulseShape:
+        shape = pulse_or_nominal(self.params, target.nominal_pulse)
+        amplitude = min(shape.amplitude_volts * self.params.probe_factor,
+                        target.limits.max_amplitude_volts)
+        return PulseShape(amplitude, shape.width_seconds)
+
     def estimate(self, target: Target) -> Estimate:
         p, n = self.params, self.devices(target)
         est = Estimate()
         est.add_shape(pulse_or_nominal(p, target.nominal_pulse))
+        est.add_shape(self._probe_shape(target))
         est.add_shape(target.nominal_pulse)
         for chunk in self._chunks(target):
-            est.add_apply(chunk, n, 2 * p.max_bursts)
+            # per end: up to max_bursts saturating bursts, then up to max_bursts probe ones
+            est.add_apply(chunk, n, 4 * p.max_bursts)
         add_recenter(est, target, n, self.recenter_cap(target))
         est.add_apply(p.step_pulses, n, 2)
-        est.add_reads(n, p.n_averages, 2 * (p.max_bursts + 1) + 3)
+        est.add_reads(n, p.n_averages, 2 * (2 * p.max_bursts + 1) + 3)
         est.steps = 4
         return est
 
-    def _saturate(self, ctx: RunContext, polarity: int):
-        """Bursts towards one end until a burst no longer moves any selected device (or
-        ``max_bursts``); returns the conductances and which devices settled."""
-        p = self.params
-        shape = pulse_or_nominal(p, ctx.target.nominal_pulse)
-        t = ctx.target
-        tolerance = p.settle_fraction * (t.conductance_max_siemens - t.conductance_min_siemens)
-        if t.step_siemens > 0:  # a burst that still moves moves by about step x pulses
-            tolerance = min(tolerance, 0.25 * t.step_siemens * p.saturate_pulses)
-        g = ctx.read(p.n_averages)
-        settled = None
-        for _ in range(p.max_bursts):
+    def _bursts(self, ctx: RunContext, polarity: int, shape: PulseShape, g: torch.Tensor,
+                tolerance: float, bursts: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to ``bursts`` bursts towards one end, until none moves any selected device;
+        returns the conductances and which devices the last burst left in place."""
+        settled = torch.zeros_like(g, dtype=torch.bool)
+        for _ in range(bursts):
             for chunk in self._chunks(ctx.target):
                 ctx.apply(chunk if polarity > 0 else 0, chunk if polarity < 0 else 0, shape)
-            new = ctx.read(p.n_averages)
+            new = ctx.read(self.params.n_averages)
             settled = (new - g).abs() < tolerance
             g = new
             if bool(settled.all()):
                 break
         return g, settled
+
+    def _saturate(self, ctx: RunContext, polarity: int) -> tuple[torch.Tensor, list[str]]:
+        """Drive every wall to one end; the conductances there and each wall's end state
+        (:data:`END_STATES`)."""
+        p = self.params
+        t = ctx.target
+        tolerance = p.settle_fraction * (t.conductance_max_siemens - t.conductance_min_siemens)
+        if t.step_siemens > 0:  # a burst that still moves moves by about step x pulses
+            tolerance = min(tolerance, 0.25 * t.step_siemens * p.saturate_pulses)
+        g, settled = self._bursts(ctx, polarity, pulse_or_nominal(p, t.nominal_pulse),
+                                  ctx.read(p.n_averages), tolerance, p.max_bursts)
+        # A stronger burst tells pinning (it moves) from the track end (it cannot).
+        g_probe, still = self._bursts(ctx, polarity, self._probe_shape(t), g, tolerance, 1)
+        moved = ~still
+        if bool(moved.any()):
+            g_probe, still = self._bursts(ctx, polarity, self._probe_shape(t), g_probe,
+                                          tolerance, p.max_bursts)
+        end = t.conductance_max_siemens if polarity > 0 else t.conductance_min_siemens
+        margin = 0.25 * (t.conductance_max_siemens - t.conductance_min_siemens)
+        states = []
+        for i in range(len(g)):
+            if not bool(settled[i]) or not bool(still[i]):
+                states.append("unsettled")
+            elif bool(moved[i]):
+                states.append("pinned")
+            elif margin > 0 and abs(float(g_probe[i]) - end) > margin:
+                states.append("short")
+            else:
+                states.append("end")
+        return g_probe, states
 
     def run(self, ctx: RunContext) -> Generator[None, None, None]:
         p = self.params
@@ -243,12 +298,17 @@ class DeviceMap(Protocol[DeviceMapParams]):
         after = ctx.read(p.n_averages)
         step_pull = (mid - after) / p.step_pulses
         shape = ctx.info.shape
+        # settled at both ends, at some drive; 'short' stays in (the configured range may
+        # be rough) and is named in the record for the fit's errors
+        reached = torch.tensor([a != "unsettled" and b != "unsettled"
+                                for a, b in zip(top, bottom, strict=True)])
         rows = ctx.device_rows({}, g_max_siemens=g_max, g_min_siemens=g_min,
-                               saturated=(top & bottom).long(), step_push_siemens=step_push,
+                               saturated=reached.long(), step_push_siemens=step_push,
                                step_pull_siemens=step_pull)
-        for row in rows:
+        for row, push_end, pull_end in zip(rows, top, bottom, strict=True):
             index = np.unravel_index(int(row["device"]), shape)
             row["index"] = "x".join(str(int(i)) for i in index)
+            row["push_end"], row["pull_end"] = push_end, pull_end
         ctx.write("devices", rows)
         yield
 

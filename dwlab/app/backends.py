@@ -55,6 +55,9 @@ def params_of_twin(loaded: LoadedConfig, twin: TwinConfig, where: str):
             f"unknown preset '{twin.preset}'; known presets: {', '.join(sorted(PRESETS))}",
             file=str(loaded.path), key=f"{where}.preset",
         )
+    if twin.jump_table is not None:
+        raise ConfigError("a jump table can back an array's twin, not this one",
+                          file=str(loaded.path), key=f"{where}.jump_table")
     params = PRESETS[twin.preset]
     if twin.calibration is not None:
         from dwlab.sim.calibration_file import load_calibration_params
@@ -70,7 +73,9 @@ def check_arrays(loaded: LoadedConfig) -> None:
     """Checks that need the backends' registries (twin presets, parameters, calibration
     files) without building anything: ``dwlab config check`` runs them."""
     for name, cfg in loaded.config.arrays.items():
-        if cfg.backend == "twin":
+        if cfg.backend == "twin" and cfg.twin.jump_table is not None:
+            load_jump_table(loaded, cfg.twin, f"arrays.{name}.twin")
+        elif cfg.backend == "twin":
             twin_params(loaded, name)
     if loaded.config.virtual_lab is not None:
         params_of_twin(loaded, loaded.config.virtual_lab.twin, "virtual_lab.twin")
@@ -88,13 +93,41 @@ def build_twin(
     if shape is None:
         raise ConfigError("a twin needs a shape (set 'shape' or let the controller size it)",
                           file=str(loaded.path), key=f"arrays.{name}.shape")
-    params = twin_params(loaded, name)
     pulse = PulseShape(cfg.pulse.amplitude_volts, cfg.pulse.width_seconds) if cfg.pulse else None
+    if cfg.twin.jump_table is not None:
+        return build_jump_table_twin(loaded, name, shape, pulse, seed_offset)
+    params = twin_params(loaded, name)
     return TwinArray(
         shape, params, preset=cfg.twin.preset, seed=loaded.config.seed + seed_offset,
         limits=limits_from_config(cfg), nominal_pulse=pulse, torch_device=cfg.twin.torch_device,
         name=name,
     )
+
+
+def load_jump_table(loaded: LoadedConfig, twin: TwinConfig, where: str):
+    """The jump table a twin section names; a ConfigError naming file and key if unusable."""
+    from dwlab.sim.jump_table import JumpTable
+
+    assert twin.jump_table is not None
+    try:
+        return JumpTable.load(loaded.resolve(twin.jump_table))
+    except DwlabError as exc:
+        raise ConfigError(str(exc), file=str(loaded.path), key=f"{where}.jump_table") from None
+
+
+def build_jump_table_twin(loaded: LoadedConfig, name: str, shape: tuple[int, ...],
+                          pulse: PulseShape | None, seed_offset: int) -> DeviceArray:
+    """A twin replaying the steps of a jump table (``arrays.NAME.twin.jump_table``)."""
+    from dwlab.sim.jump_table import JumpTableArray
+
+    cfg = loaded.config.arrays[name]
+    table = load_jump_table(loaded, cfg.twin, f"arrays.{name}.twin")
+    try:
+        return JumpTableArray(shape, table, seed=loaded.config.seed + seed_offset,
+                              limits=limits_from_config(cfg), nominal_pulse=pulse,
+                              torch_device=cfg.twin.torch_device, name=name)
+    except DwlabError as exc:
+        raise ConfigError(str(exc), file=str(loaded.path), key=f"arrays.{name}.pulse") from None
 
 
 @dataclass(frozen=True)

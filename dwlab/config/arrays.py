@@ -59,9 +59,19 @@ class TwinConfig(Schema):
     params: dict[str, Finite] = Field(default_factory=dict)
     calibration: str | None = None
     """Path (relative to the config file) of a calibration YAML written by ``dwlab calibrate``."""
+    jump_table: str | None = None
+    """Path (relative to the config file) of a jump table (``.npz``) that ``dwlab calibrate``
+    offers on MISFIT: a twin replaying measured steps instead of the preset's physics."""
     torch_device: str = "cpu"
 
     _known_device = field_validator("torch_device")(torch_device_name)
+
+    @model_validator(mode="after")
+    def _one_source_of_physics(self) -> TwinConfig:
+        if self.jump_table is not None and (self.calibration is not None or self.params):
+            raise KeyProblem("jump_table", "jump_table replaces the preset's physics: it "
+                                           "cannot be combined with calibration or params")
+        return self
 
 
 class ArrayConfig(Schema):

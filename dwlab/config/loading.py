@@ -34,19 +34,22 @@ def _twin_sections(config: LabConfig) -> Iterator[tuple[str, TwinConfig]]:
 
 
 def check_calibration_paths(loaded: LoadedConfig) -> None:
-    """Every calibration file a config names lies inside the config's folder (or below):
+    """Every calibration file (or jump table) a config names lies inside the config's
+    folder (or below):
     a config cannot make dwlab read, and quote, files elsewhere."""
     folder = loaded.path.parent.resolve()
     for key, twin in _twin_sections(loaded.config):
-        if twin.calibration is not None:
-            target = loaded.resolve(twin.calibration).resolve()
-            where = {"file": str(loaded.path), "key": f"{key}.calibration"}
+        for field, named in (("calibration", twin.calibration),
+                             ("jump_table", twin.jump_table)):
+            if named is None:
+                continue
+            target = loaded.resolve(named).resolve()
+            where = {"file": str(loaded.path), "key": f"{key}.{field}"}
             if not target.is_relative_to(folder):
-                raise ConfigError(f"calibration path '{twin.calibration}' leads outside the "
-                                  f"config's folder {folder}; keep calibration files there "
-                                  "or below", **where)
+                raise ConfigError(f"{field} path '{named}' leads outside the config's folder "
+                                  f"{folder}; keep calibration files there or below", **where)
             if not target.is_file():
-                raise ConfigError(f"calibration file not found: {target}", **where)
+                raise ConfigError(f"{field} file not found: {target}", **where)
 
 
 def load_config(path: str | Path) -> LoadedConfig:

@@ -19,13 +19,13 @@ Population values are device means. Device-to-device spreads are estimated witho
 per-device estimation noise from the covariance of two independent halves of the repeats.
 Uncertainties are bootstrap standard errors over devices (for the spreads, at least their
 normal-theory standard error, since the bootstrap is optimistic with few devices). Every
-``heldout_every``-th repeat is held out of the fit for the goodness-of-fit test (two-sample
-Kolmogorov-Smirnov between measured and simulated step distributions, with effective sample
-sizes because steps cluster by device).
+``heldout_every``-th repeat is held out of the fit for the goodness-of-fit tests (per
+condition, with devices as the independent units; see ``goodness``) and the verdict.
 
 Modules: ``records`` (record loading, steps per condition), ``device_fit`` (one device's
 fit), ``population`` (population values and spreads), ``estimate`` (the whole calibration
-with bootstrap uncertainties), ``goodness`` (the held-out two-sample test).
+with bootstrap uncertainties), ``goodness`` (the held-out tests per condition), ``verdict``
+(PASS / MISFIT / INSUFFICIENT DATA with reasons).
 """
 
 from dwlab.sim.calibration.device_fit import Conditions, DeviceFit, fit_device
@@ -36,7 +36,7 @@ from dwlab.sim.calibration.estimate import (
     calibrate,
     model_mean_step,
 )
-from dwlab.sim.calibration.goodness import KSResult, design_effect, ks_compare
+from dwlab.sim.calibration.goodness import ConditionCheck, compare_steps
 from dwlab.sim.calibration.records import (
     ConditionKey,
     Record,
@@ -46,7 +46,7 @@ from dwlab.sim.calibration.records import (
 )
 
 __all__ = [
-    "FITTED", "UNITS", "Calibration", "ConditionKey", "Conditions", "DeviceFit", "KSResult",
-    "Record", "Steps", "calibrate", "design_effect", "fit_device", "ks_compare",
+    "FITTED", "UNITS", "Calibration", "ConditionCheck", "ConditionKey", "Conditions",
+    "DeviceFit", "Record", "Steps", "calibrate", "compare_steps", "fit_device",
     "load_records", "model_mean_step", "steps_by_condition",
 ]

@@ -44,9 +44,11 @@ def aggregate_conditions(
     return Conditions(**{k: np.asarray(v, dtype=float) for k, v in cols.items()})
 
 
+V_TH_SEARCH = (0.0, 0.995)
+"""The threshold search interval, as fractions of the reference amplitude."""
+
+
 @dataclass
-
-
 class DeviceFit:
     v_th: float
     mu: dict[int, float]
@@ -59,7 +61,8 @@ def fit_device(c: Conditions, a0: float, w0: float) -> DeviceFit:
     """Weighted least squares of ``mean = k_s * max(A - v_th, 0) * w / w0``, profiled over a
     ``v_th`` shared by both polarities; then ``sigma_s^2`` from excess variance over drive."""
     weight = c.n / np.maximum(c.var, c.read_var)
-    grid = np.linspace(0.0, a0 * 0.995, 400)
+    low, high = V_TH_SEARCH[0] * a0, V_TH_SEARCH[1] * a0
+    grid = np.linspace(low, high, 400)
 
     def sse(v_th: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         x = np.clip(c.amplitude[None, :] - v_th[:, None], 0, None) * (c.width / w0)[None, :]
@@ -76,7 +79,7 @@ def fit_device(c: Conditions, a0: float, w0: float) -> DeviceFit:
     errors, _ = sse(grid)
     best = int(np.argmin(errors))
     step = grid[1] - grid[0]
-    fine = np.linspace(max(grid[best] - step, 0.0), min(grid[best] + step, a0 * 0.995), 201)
+    fine = np.linspace(max(grid[best] - step, low), min(grid[best] + step, high), 201)
     errors, slopes = sse(fine)
     j = int(np.argmin(errors))
     v_th = float(fine[j])

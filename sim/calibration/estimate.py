@@ -4,7 +4,7 @@ with every ``heldout_every``-th repeat kept back for the goodness-of-fit test.""
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,12 +12,14 @@ import numpy as np
 from dwlab.sim.calibration.device_fit import aggregate_conditions, fit_device
 from dwlab.sim.calibration.population import population_values, spread_stderr
 from dwlab.sim.calibration.records import (
+    STEP_COLUMNS,
     ConditionKey,
     Record,
     Steps,
     group_by_condition,
     need_records,
     rows_array,
+    steps_of,
 )
 from dwlab.sim.presets import TwinParams
 
@@ -50,6 +52,13 @@ class Calibration:
     """Per (amplitude, width, polarity): measured mean/sd of the fitted steps (siemens)."""
     heldout: dict[ConditionKey, Steps] = field(default_factory=dict)
     """Held-out measured steps per (amplitude, width, polarity)."""
+    fitted: dict[ConditionKey, Steps] = field(default_factory=dict)
+    """The steps the fit used, per condition (a jump table is built from them)."""
+    step_read_var: float = 0.0
+    """Read-noise variance (siemens^2) each measured step carries: two averaged reads."""
+    read_traces: dict[int, np.ndarray] = field(default_factory=dict)
+    """Per device: its single reads of the first ``read_noise`` record, less their mean (a
+    trace of read noise in time order)."""
 
     def values(self) -> dict[str, float]:
         return {name: float(getattr(self.params, name)) for name in FITTED}
@@ -73,15 +82,21 @@ def calibrate(records: list[Record], base: TwinParams | None = None, *,
     base = base or TwinParams()
     maps = need_records(records, "device_map")
     dev_map = _per_device_mean(maps, "devices", ("g_max_siemens", "g_min_siemens"))
-    # A device whose wall did not settle at both ends has no measured range: leave it out.
+    # A device whose wall did not reach both ends has no measured range: leave it out.
+    ends = {int(row["device"]): (row.get("push_end", "?"), row.get("pull_end", "?"))
+            for rec in maps for row in rec.tables["devices"]}
     unsettled = {int(row["device"]) for rec in maps for row in rec.tables["devices"]
                  if row.get("saturated") == "0"}
     dev_map = {d: v for d, v in dev_map.items() if d not in unsettled}
     if not dev_map:
-        raise DatasetError("no device reached both track ends in the device_map record; "
-                           "raise saturate_pulses, max_bursts or the saturating width")
+        states = Counter(state for d in unsettled for state in ends.get(d, ()))
+        raise DatasetError(
+            "no device reached both track ends in the device_map record ("
+            + ", ".join(f"{n} ends {state}" for state, n in sorted(states.items())) + "); "
+            "walls still moving need more saturate_pulses, max_bursts or a wider pulse")
     # read noise: per-device variance of single reads about the device mean
     read_var: dict[int, list[float]] = defaultdict(list)
+    read_traces: dict[int, np.ndarray] = {}
     for rec in need_records(records, "read_noise"):
         by_dev: dict[int, list[float]] = defaultdict(list)
         for row in rec.tables["reads"]:
@@ -90,6 +105,7 @@ def calibrate(records: list[Record], base: TwinParams | None = None, *,
         for d, reads in by_dev.items():
             if len(reads) > 1:
                 read_var[d].append(float(np.var(reads, ddof=1)))
+                read_traces.setdefault(d, np.asarray(reads) - np.mean(reads))
     read_var_dev = {d: float(np.mean(v)) for d, v in read_var.items()}
     if not read_var_dev:
         raise DatasetError("the read_noise record has fewer than two reads per device")
@@ -105,9 +121,7 @@ def calibrate(records: list[Record], base: TwinParams | None = None, *,
     (a0, w0), = refs
     cols: dict[str, list[np.ndarray]] = defaultdict(list)
     for rec in switching:
-        data = rows_array(rec.tables["steps"], ("amplitude_volts", "width_seconds",
-                                                "polarity", "repeat", "device",
-                                                "delta_siemens"))
+        data = rows_array(rec.tables["steps"], STEP_COLUMNS)
         n_avg = int(rec.meta["params"]["n_averages"])
         data["read_var"] = np.full(len(data["device"]), 2.0 * sigma_read2 / n_avg)
         for k, v in data.items():
@@ -131,7 +145,11 @@ def calibrate(records: list[Record], base: TwinParams | None = None, *,
         g_max, g_min = dev_map[d]
         rng = g_max - g_min
         if rng <= 0:
-            raise DatasetError(f"device {d}: g_max <= g_min in the device_map record")
+            push_end, pull_end = ends.get(d, ("?", "?"))
+            raise DatasetError(
+                f"device {d}: g_max <= g_min in the device_map record (push end: {push_end}, "
+                f"pull end: {pull_end}; 'pinned' or 'short' means pinning held the wall, '?' "
+                f"a record from before end states were recorded)")
         for tag, mask in (("", fit_rows), ("_a", half_a), ("_b", half_b)):
             sel = on & mask
             c = aggregate_conditions(
@@ -163,20 +181,25 @@ def calibrate(records: list[Record], base: TwinParams | None = None, *,
     params = params.replace(**values)
 
     fit_conditions = []
-    for key, idx in group_by_condition(s, fit_rows).items():
+    calibrated = np.isin(s["device"], devices)
+    for key, idx in group_by_condition(s, fit_rows & calibrated).items():
         d = s["delta_siemens"][idx]
+        _, inverse, counts = np.unique(s["device"][idx], return_inverse=True,
+                                       return_counts=True)
+        device_means = np.bincount(inverse, d) / counts
         fit_conditions.append({"amplitude_volts": key[0], "width_seconds": key[1],
                                "polarity": key[2], "n": len(idx), "mean_siemens": d.mean(),
-                               "sd_siemens": d.std(ddof=1)})
-    heldout = {key: Steps(s["delta_siemens"][idx], s["device"][idx].astype(int))
-               for key, idx in group_by_condition(s, held).items()}
+                               "sd_siemens": d.std(ddof=1),
+                               "se_siemens": device_means.std(ddof=1) / np.sqrt(len(counts))})
+    heldout = steps_of(s, held)
+    fitted = steps_of(s, fit_rows)
     used = [r for r in records if r.protocol in ("device_map", "read_noise",
                                                  "switching_statistics")]
     return Calibration(params, stderr, (a0, w0), per_device,
                        sorted({str(r.folder) for r in used}),
                        dict(switching[0].meta["params"]),
                        dict(switching[0].meta["array"]["describe"]["limits"]), fit_conditions,
-                       heldout)
+                       heldout, fitted, float(np.mean(s["read_var"])), read_traces)
 
 
 def model_mean_step(cal: Calibration, amplitude: float, width: float, polarity: int) -> float:

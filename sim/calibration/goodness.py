@@ -1,68 +1,138 @@
-"""Goodness of fit: two-sample Kolmogorov-Smirnov tests of held-out measured steps
-against simulated ones, with effective sample sizes because steps cluster by device."""
+"""Goodness of fit: does the calibrated twin reproduce the held-out steps, condition by
+condition?
+
+Steps of one device share that device's parameters, so they are not independent; what is
+independent is the devices. Every test here therefore either works on one number per
+device, or on within-device residuals, which the twin's physics makes independent:
+
+- ``mean``: Welch t-test of the per-device mean steps (measured devices vs simulated ones);
+- ``variance``: Welch t-test of the per-device log sample variances (bias-corrected for the
+  number of steps per device, so unequal counts compare fairly);
+- ``spread``: two-sample Kolmogorov-Smirnov test of the per-device mean steps (the shape of
+  the device-to-device distribution, which a fit can distort with implausible spreads);
+- ``shape``: two-sample KS test of the within-device residuals (step minus its device's
+  mean, scaled by ``sqrt(m / (m - 1))``), each sample standardised by its own pooled
+  within-device spread, so it sees the form of the step distribution (tails, several
+  modes), not its scale.
+
+A condition fails when any of its four p-values falls below ``alpha / (4 * conditions)``
+(Bonferroni over every test of the calibration). No test shrinks a sample size after the
+fact: a misfit that makes devices look alike cannot hide evidence.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from dwlab.sim.calibration.records import ConditionKey, Steps
 
+TESTS = ("mean", "variance", "spread", "shape")
+
 
 @dataclass
-class KSResult:
-    amplitude_volts: float
-    width_seconds: float
-    polarity: int
+class ConditionCheck:
+    """The comparison of one condition's measured and simulated steps."""
+
+    key: ConditionKey
     n_measured: int
     n_simulated: int
-    statistic: float
-    p_value: float
-    """Two-sample KS p-value with effective sample sizes (steps cluster by device)."""
-    p_value_iid: float
-    """The textbook p-value, treating every step as independent."""
-    design_effect_measured: float
-    design_effect_simulated: float
+    devices_measured: int
+    devices_simulated: int
+    mean_measured: float
+    mean_simulated: float
+    sd_measured: float
+    sd_simulated: float
+    mean_z: float
+    """(measured - simulated) mean step over its standard error from device means."""
+    sd_ratio: float
+    """Measured over simulated step standard deviation."""
+    excess_kurtosis: tuple[float, float]
+    """Of the within-device residuals: (measured, simulated)."""
+    p: dict[str, float]
+    """Test name (:data:`TESTS`) -> p-value."""
+    threshold: float = 0.0
+    """The per-test significance level used for the decision."""
+    disagreements: list[str] = field(default_factory=list)
+    """Physics the failed tests point to (set by the verdict)."""
+
+    @property
+    def failed(self) -> list[str]:
+        return [t for t in TESTS if self.p[t] < self.threshold]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    @property
+    def label(self) -> str:
+        a, w, s = self.key
+        return f"{a:g} V, {w:g} s, {'push' if s > 0 else 'pull'}"
 
 
-def design_effect(values: np.ndarray, groups: np.ndarray) -> float:
-    """``1 + (m - 1) * icc``: how much clustering by device inflates the variance of
-    statistics of ``values`` (one-way ANOVA intra-class correlation, clipped to [0, 1])."""
-    labels, counts = np.unique(groups, return_counts=True)
-    k, n = len(labels), len(values)
-    if k < 2 or n <= k:
-        return 1.0
-    means = np.array([values[groups == g].mean() for g in labels])
-    msb = (counts * (means - values.mean()) ** 2).sum() / (k - 1)
-    msw = sum(((values[groups == g] - mu) ** 2).sum()
-              for g, mu in zip(labels, means, strict=True)) / (n - k)
-    m0 = (n - (counts**2).sum() / n) / (k - 1)
-    denominator = msb + (m0 - 1) * msw
-    icc = (msb - msw) / denominator if denominator > 0 else 0.0
-    return float(1.0 + (counts.mean() - 1.0) * min(max(icc, 0.0), 1.0))
+def _per_device(steps: Steps) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per device with at least two steps: mean, log variance (bias-corrected), count; and
+    the pooled within-device residuals."""
+    from scipy.special import digamma
+
+    devices, inverse, counts = np.unique(steps.device, return_inverse=True,
+                                         return_counts=True)
+    sums = np.bincount(inverse, steps.delta)
+    means = sums / counts
+    resid = steps.delta - means[inverse]
+    ss = np.bincount(inverse, resid**2)
+    ok = counts >= 2
+    m = counts[ok].astype(float)
+    var = ss[ok] / (m - 1)
+    # E[log s^2] = log sigma^2 + digamma((m-1)/2) - log((m-1)/2) for Gaussian steps.
+    log_var = np.log(np.maximum(var, 1e-300)) - digamma((m - 1) / 2) + np.log((m - 1) / 2)
+    scaled = resid * np.sqrt(counts / np.maximum(counts - 1, 1))[inverse]
+    return means[ok], log_var, m, scaled[ok[inverse]]
 
 
-def ks_compare(
-    measured: dict[ConditionKey, Steps], simulated: dict[ConditionKey, Steps]
-) -> list[KSResult]:
-    """Two-sample KS test per (amplitude, width, polarity) present in both.
+def _excess_kurtosis(x: np.ndarray) -> float:
+    x = x - x.mean()
+    v = float(np.mean(x**2))
+    return float(np.mean(x**4) / v**2 - 3.0) if v > 0 else 0.0
 
-    Steps of one device share that device's parameters, so they are not independent; the
-    p-value used for decisions replaces each sample size by ``n / design_effect`` in the
-    asymptotic Kolmogorov distribution (the plain p-value is kept for reference).
-    """
-    from scipy.stats import ks_2samp, kstwobign
 
-    out = []
-    for key in sorted(set(measured) & set(simulated)):
-        m, sim = measured[key], simulated[key]
-        if len(m.delta) < 2 or len(sim.delta) < 2:
-            continue
-        res = ks_2samp(m.delta, sim.delta)
-        de_m, de_s = design_effect(m.delta, m.device), design_effect(sim.delta, sim.device)
-        n1, n2 = len(m.delta) / de_m, len(sim.delta) / de_s
-        p = float(kstwobign.sf(res.statistic * np.sqrt(n1 * n2 / (n1 + n2))))
-        out.append(KSResult(key[0], key[1], key[2], len(m.delta), len(sim.delta),
-                            float(res.statistic), max(p, float(res.pvalue)),
-                            float(res.pvalue), de_m, de_s))
-    return out
+def compare_condition(key: ConditionKey, measured: Steps, simulated: Steps) -> ConditionCheck:
+    """The four tests of one condition (see the module docstring)."""
+    from scipy.stats import ks_2samp, ttest_ind
+
+    mean_m, logv_m, _, res_m = _per_device(measured)
+    mean_s, logv_s, _, res_s = _per_device(simulated)
+    p: dict[str, float] = {}
+    p["mean"] = float(ttest_ind(mean_m, mean_s, equal_var=False).pvalue)
+    p["variance"] = float(ttest_ind(logv_m, logv_s, equal_var=False).pvalue)
+    p["spread"] = float(ks_2samp(mean_m, mean_s).pvalue)
+    sd_m, sd_s = float(np.std(res_m)), float(np.std(res_s))
+    p["shape"] = float(ks_2samp(res_m / max(sd_m, 1e-300), res_s / max(sd_s, 1e-300)).pvalue)
+    # A constant sample (no spread at all) gives NaN: count it as no evidence either way.
+    p = {k: (1.0 if not np.isfinite(v) else v) for k, v in p.items()}
+    se = float(np.sqrt(np.var(mean_m, ddof=1) / len(mean_m)
+                       + np.var(mean_s, ddof=1) / len(mean_s)))
+    sd_meas, sd_sim = float(np.std(measured.delta, ddof=1)), float(np.std(simulated.delta, ddof=1))
+    return ConditionCheck(
+        key, len(measured.delta), len(simulated.delta), len(mean_m), len(mean_s),
+        float(measured.delta.mean()), float(simulated.delta.mean()), sd_meas, sd_sim,
+        float((mean_m.mean() - mean_s.mean()) / se) if se > 0 else 0.0,
+        sd_meas / sd_sim if sd_sim > 0 else float("inf"),
+        (_excess_kurtosis(res_m), _excess_kurtosis(res_s)), p)
+
+
+def compare_steps(measured: dict[ConditionKey, Steps], simulated: dict[ConditionKey, Steps],
+                  alpha: float) -> list[ConditionCheck]:
+    """Every condition present in both with at least two devices of two steps each,
+    decided at the Bonferroni level ``alpha / (4 * conditions)``."""
+    keys = [k for k in sorted(set(measured) & set(simulated))
+            if _usable(measured[k]) and _usable(simulated[k])]
+    checks = [compare_condition(k, measured[k], simulated[k]) for k in keys]
+    for c in checks:
+        c.threshold = alpha / (len(TESTS) * len(checks))
+    return checks
+
+
+def _usable(steps: Steps) -> bool:
+    _, counts = np.unique(steps.device, return_counts=True)
+    return int((counts >= 2).sum()) >= 2

@@ -4,7 +4,6 @@ switching steps they hold, grouped per pulse condition."""
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,31 +61,51 @@ def need_records(records: list[Record], protocol: str) -> list[Record]:
 
 
 class Steps:
-    """Steps (siemens) of one condition and the device each came from."""
+    """Steps (siemens) of one condition, the device and repeat each came from, and the
+    conductance before each step."""
 
     delta: np.ndarray
     device: np.ndarray
+    repeat: np.ndarray
+    before: np.ndarray
+
+    def select(self, mask: np.ndarray) -> Steps:
+        return Steps(self.delta[mask], self.device[mask], self.repeat[mask], self.before[mask])
 
 
 def rows_array(rows: list[dict[str, str]], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The named columns of a table as float arrays."""
-    return {k: np.array([float(r[k]) for r in rows]) for k in keys}
+    return {k: np.array([r[k] for r in rows], dtype=float) for k in keys}
 
 
 def group_by_condition(
     s: dict[str, np.ndarray], mask: np.ndarray
 ) -> dict[ConditionKey, np.ndarray]:
     """Row indices of the ``mask``ed steps per pulse condition, sorted by condition."""
-    groups: dict[ConditionKey, list[np.intp]] = defaultdict(list)
-    for k in np.flatnonzero(mask):
-        groups[(float(s["amplitude_volts"][k]), float(s["width_seconds"][k]),
-                int(s["polarity"][k]))].append(k)
-    return {k: np.asarray(v) for k, v in sorted(groups.items())}
+    rows = np.flatnonzero(mask)
+    keys = np.stack([s["amplitude_volts"][rows], s["width_seconds"][rows],
+                     s["polarity"][rows]], axis=1)
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
+    return {(float(a), float(w), int(p)): rows[order[bounds[i]:bounds[i + 1]]]
+            for i, (a, w, p) in enumerate(unique)}
 
 
 def steps_by_condition(rows: list[dict[str, str]]) -> dict[ConditionKey, Steps]:
     """Steps of a ``switching_statistics`` table per (amplitude, width, polarity)."""
-    s = rows_array(rows, ("amplitude_volts", "width_seconds", "polarity", "delta_siemens",
-                          "device"))
-    return {k: Steps(s["delta_siemens"][idx], s["device"][idx].astype(int))
-            for k, idx in group_by_condition(s, np.ones(len(rows), dtype=bool)).items()}
+    s = rows_array(rows, STEP_COLUMNS)
+    return steps_of(s, np.ones(len(rows), dtype=bool))
+
+
+STEP_COLUMNS = ("amplitude_volts", "width_seconds", "polarity", "repeat", "device",
+                "g_before_siemens", "delta_siemens")
+"""The columns of a ``switching_statistics`` table that calibration reads."""
+
+
+def steps_of(s: dict[str, np.ndarray], mask: np.ndarray) -> dict[ConditionKey, Steps]:
+    """The ``mask``ed rows of ``s`` (columns :data:`STEP_COLUMNS`) as steps per condition."""
+    return {k: Steps(s["delta_siemens"][idx], s["device"][idx].astype(int),
+                     s["repeat"][idx].astype(int), s["g_before_siemens"][idx])
+            for k, idx in group_by_condition(s, mask).items()}

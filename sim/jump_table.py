@@ -1,0 +1,322 @@
+"""A non-parametric twin: every pulse draws its step from the steps measured on a real
+device under the same pulse shape, polarity and conductance bin (a jump table).
+
+It follows physics the parametric model lacks (heavy tails, creep, pinning, odd read
+noise), as far as the records cover it. Built by :func:`build_jump_table` from the fitted
+(not held-out) steps of a calibration; saved as ``.npz`` (plain arrays, read without
+pickle).
+
+- Device-to-device spread: every twin device copies one measured *source* device (drawn
+  from the seed): its steps, its conductance at both ends. Correlations between a device's
+  conditions are kept.
+- Position: steps are kept per conductance bin (``bins`` equal bins of the device's track,
+  fine enough to see pinning sites); a bin with fewer than ``min_steps`` steps draws from
+  the ``min_steps`` measured nearest to it in position instead.
+- Read noise: replayed from each source device's recorded trace of single reads (the
+  ``read_noise`` record), consecutive reads taking consecutive stretches of it, so noise
+  that is not Gaussian or is correlated in time (telegraph noise) comes back as measured.
+  A measured step carries the noise of the two readings around it; the steps of each
+  shape and polarity are shrunk about their device means so that their pooled
+  within-device variance loses the variance the replay adds to a step.
+- Pulse order: pulses are applied one at a time in the hardware order
+  (:func:`dwlab.core.types.interleaved`), vectorised over devices; the loop runs over
+  pulses, never over devices (``benchmarks/twin_apply.py --model jump_table``).
+- Pulse shapes: only recorded shapes; any other is refused with the recorded ones named.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from dwlab.sim.calibration.estimate import Calibration
+
+from dwlab.config import LimitsConfig
+from dwlab.core.device import ArrayBase
+from dwlab.core.errors import DatasetError, PlanError
+from dwlab.core.types import ArrayInfo, PulseLimits, PulsePlan, PulseReceipt, PulseShape, Readout
+
+KIND = "dwlab-jump-table"
+FIELDS = ("shapes", "g_min", "g_max", "offsets", "counts", "steps", "read_traces", "bins")
+
+
+@dataclass
+class JumpTable:
+    shapes: np.ndarray
+    """(C, 2): recorded pulse shapes (amplitude volts, width seconds)."""
+    g_min: np.ndarray
+    """(D,): conductance of each source device at the pull end (siemens)."""
+    g_max: np.ndarray
+    offsets: np.ndarray
+    """(D, C, 2, B): start in ``steps`` of each group; polarity index 0 push, 1 pull."""
+    counts: np.ndarray
+    steps: np.ndarray
+    """All steps, in track fractions, signed (push steps mostly positive)."""
+    read_traces: np.ndarray
+    """(D, R): each source device's single reads, less their mean, in time order (siemens)."""
+    bins: int
+
+    @property
+    def devices(self) -> int:
+        return len(self.g_min)
+
+    def shape_index(self, shape: PulseShape) -> int:
+        for c, (a, w) in enumerate(self.shapes):
+            if math.isclose(a, shape.amplitude_volts, rel_tol=1e-9) and math.isclose(
+                    w, shape.width_seconds, rel_tol=1e-9):
+                return c
+        recorded = ", ".join(f"{a:g} V x {w:g} s" for a, w in self.shapes)
+        raise PlanError(f"the jump table has no steps for pulses of "
+                        f"{shape.amplitude_volts:g} V x {shape.width_seconds:g} s; "
+                        f"recorded: {recorded}")
+
+    def nearest_shape(self, shape: PulseShape) -> PulseShape:
+        """The recorded shape nearest ``shape`` (amplitude first, then log width)."""
+        a, w = self.shapes[:, 0], self.shapes[:, 1]
+        cost = np.abs(a - shape.amplitude_volts) * 1e3 + np.abs(np.log(w / shape.width_seconds))
+        c = int(np.argmin(cost))
+        return PulseShape(float(a[c]), float(w[c]))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, Any] = {k: np.asarray(getattr(self, k)) for k in FIELDS}
+        arrays["kind"] = np.array(KIND)
+        with open(path, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> JumpTable:
+        """Read a table written by :meth:`save`; :class:`DatasetError` names what is wrong."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if "kind" not in data or str(data["kind"]) != KIND:
+                    raise DatasetError(f"{path}: not a jump table (kind '{KIND}' missing)")
+                values = {k: data[k] for k in FIELDS}
+        except (OSError, ValueError, KeyError) as exc:
+            raise DatasetError(f"{path}: unreadable jump table ({exc})") from None
+        table = cls(values["shapes"], values["g_min"], values["g_max"], values["offsets"],
+                    values["counts"], values["steps"].astype(np.float32),
+                    values["read_traces"], int(values["bins"]))
+        d, c, b = table.devices, len(table.shapes), table.bins
+        if (table.offsets.shape != (d, c, 2, b) or table.counts.shape != (d, c, 2, b)
+                or (table.counts < 1).any()
+                or (table.offsets + table.counts > len(table.steps)).any()
+                or table.read_traces.shape[0] != d or table.read_traces.shape[1] < 2
+                or not (table.g_max > table.g_min).all()):
+            raise DatasetError(f"{path}: inconsistent jump table")
+        return table
+
+
+def _read_noise_shrink(groups: list[np.ndarray], read_var: np.ndarray) -> float:
+    """The factor that shrinks a condition's steps about their device means so that their
+    within-device variance, pooled over devices, loses ``read_var`` (per device, in track
+    fractions squared). Pooled, because one device's variance from a few steps is too noisy:
+    clipping each at zero would leave read noise in the conditions without wall motion."""
+    within = np.array([g.var(ddof=1) for g in groups])
+    total = float(within.mean())
+    return float(np.sqrt(max(total - float(read_var.mean()), 0.0) / total)) if total > 0 else 1.0
+
+
+def replayed_step_read_var(traces: np.ndarray, n_averages: int) -> float:
+    """Variance of the difference of two consecutive ``n_averages``-read means taken from
+    the traces as the twin replays them (cyclically, every starting point)."""
+    length = traces.shape[1]
+    window = np.stack([np.roll(traces, -k, axis=1) for k in range(n_averages)]).mean(0)
+    diff = np.roll(window, -n_averages, axis=1) - window
+    return float(np.mean(diff**2)) if length > 1 else 0.0
+
+
+def build_jump_table(cal: Calibration, bins: int = 64, min_steps: int = 12) -> JumpTable:
+    """A jump table from the fitted steps of ``cal`` (devices with steps in every recorded
+    condition). A bin holding fewer than ``min_steps`` steps of a device draws from the
+    ``min_steps`` steps nearest it in position instead."""
+    e = cal.per_device
+    ranges = {int(d): (lo, hi) for d, lo, hi in zip(e["device"], e["g_min"], e["g_max"],
+                                                     strict=True)}
+    shapes = sorted({(k[0], k[1]) for k in cal.fitted})
+    keys = [(a, w, s) for a, w in shapes for s in (1, -1)]
+    covered = set(ranges)
+    for k in keys:
+        covered &= set(cal.fitted[k].device.tolist()) if k in cal.fitted else set()
+    devices = sorted(covered)
+    if not devices:
+        raise DatasetError("no device has steps in every recorded condition; "
+                           "cannot build a jump table")
+    missing = [d for d in devices if d not in cal.read_traces]
+    if missing:
+        raise DatasetError(f"devices {missing} have no read_noise trace; cannot build a jump "
+                           f"table")
+    length = min(len(cal.read_traces[d]) for d in devices)
+    traces = np.stack([cal.read_traces[d][:length] for d in devices])
+    step_read_var = replayed_step_read_var(traces, int(cal.switching_params["n_averages"]))
+    n_c = len(shapes)
+    offsets = np.zeros((len(devices), n_c, 2, bins), dtype=np.int64)
+    counts = np.zeros_like(offsets)
+    chunks: list[np.ndarray] = []
+    start = 0
+    edges = np.arange(bins + 1) / bins
+    span = {d: ranges[d][1] - ranges[d][0] for d in devices}
+    read_var = np.array([step_read_var / span[d] ** 2 for d in devices])
+    for c, (a, w) in enumerate(shapes):
+        for p, s in enumerate((1, -1)):
+            st = cal.fitted[(a, w, s)]
+            steps, positions = [], []
+            for d in devices:
+                on = st.device == d
+                order = np.argsort(st.before[on], kind="stable")
+                steps.append((st.delta[on] / span[d])[order])
+                positions.append(((st.before[on] - ranges[d][0]) / span[d])[order])
+            shrink = _read_noise_shrink(steps, read_var)
+            for i, (x_step, position) in enumerate(zip(steps, positions, strict=True)):
+                n = len(x_step)
+                chunks.append(x_step.mean() + (x_step - x_step.mean()) * shrink)
+                # Each bin: its own steps, or the min_steps measured nearest it in position.
+                first = np.searchsorted(position, edges[:-1])
+                last = np.searchsorted(position, edges[1:])
+                size = min(min_steps, n)
+                low = np.clip((first + last - size) // 2, 0, n - size)
+                wide = last - first >= size
+                offsets[i, c, p] = start + np.where(wide, first, low)
+                counts[i, c, p] = np.where(wide, last - first, size)
+                start += n
+    return JumpTable(np.asarray(shapes, dtype=float), np.array([ranges[d][0] for d in devices]),
+                     np.array([ranges[d][1] for d in devices]), offsets, counts,
+                     np.concatenate(chunks).astype(np.float32), traces, bins)
+
+
+class JumpTableArray(ArrayBase):
+    """A ``DeviceArray`` whose devices replay measured steps (see the module docstring)."""
+
+    backend = "twin"
+
+    def __init__(self, shape: tuple[int, ...] | int, table: JumpTable, *, seed: int = 0,
+                 limits: PulseLimits | None = None, nominal_pulse: PulseShape | None = None,
+                 torch_device: str | torch.device = "cpu", name: str = "jump-table-twin"):
+        self.shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        self.table, self.seed, self.name = table, int(seed), name
+        self.limits = limits or LimitsConfig().pulse_limits()
+        self.torch_device = torch.device(torch_device)
+        first = PulseShape(float(table.shapes[0, 0]), float(table.shapes[0, 1]))
+        self.nominal_pulse = nominal_pulse or first
+        table.shape_index(self.nominal_pulse)
+        self.limits.check_shape(self.nominal_pulse, "nominal pulse")
+        dev = self.torch_device
+        self.generator = torch.Generator(device=dev)
+        self.generator.manual_seed(self.seed)
+        self.source = torch.randint(0, table.devices, self.shape, generator=self.generator,
+                                    device=dev)
+        self.g_ap = torch.as_tensor(table.g_min, dtype=torch.float32, device=dev)[self.source]
+        self.g_range = torch.as_tensor(table.g_max - table.g_min, dtype=torch.float32,
+                                       device=dev)[self.source]
+        self.x = torch.full(self.shape, 0.5, device=dev)
+        self._traces = torch.as_tensor(table.read_traces.reshape(-1), dtype=torch.float32,
+                                       device=dev)
+        self._trace_length = table.read_traces.shape[1]
+        self._cursor = torch.randint(0, self._trace_length, self.shape,
+                                     generator=self.generator, device=dev)
+        self._steps = torch.as_tensor(table.steps, device=dev)
+        self._offsets = torch.as_tensor(table.offsets.reshape(-1), device=dev)
+        self._counts = torch.as_tensor(table.counts.reshape(-1), dtype=torch.float32,
+                                       device=dev)
+        self.pulses_applied = 0
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def describe(self) -> ArrayInfo:
+        t = self.table
+        c = t.shape_index(self.nominal_pulse)
+        groups = [t.steps[o:o + n] for o, n in zip(t.offsets[:, c, 0].ravel(),
+                                                   t.counts[:, c, 0].ravel(), strict=True)]
+        push = np.concatenate(groups)
+        g_range = float(np.mean(t.g_max - t.g_min))
+        return ArrayInfo(
+            name=self.name, backend=self.backend, shape=self.shape,
+            conductance_min_siemens=float(np.mean(t.g_min)),
+            conductance_max_siemens=float(np.mean(t.g_max)), limits=self.limits,
+            nominal_pulse=self.nominal_pulse, step_siemens=float(push.mean()) * g_range,
+            step_sigma_siemens=float(push.std()) * g_range,
+            identity={"model": "jump_table", "seed": str(self.seed),
+                      "source_devices": str(t.devices), "devices": str(self.size)})
+
+    def apply(self, plan: PulsePlan) -> PulseReceipt:
+        plan.check_against(self.shape, self.limits)
+        t = self.table
+        c_push, c_pull = t.shape_index(plan.push_shape), t.shape_index(plan.pull_shape)
+        push = plan.push.to(self.torch_device).reshape(-1)
+        pull = plan.pull.to(self.torch_device).reshape(-1)
+        src = self.source.reshape(-1)
+        n_c, bins = len(t.shapes), t.bins
+        # first flat index of each device's (shape, polarity) group; the bin is added per pulse
+        base_push = ((src * n_c + c_push) * 2 + 0) * bins
+        base_pull = ((src * n_c + c_pull) * 2 + 1) * bins
+        pairs = torch.minimum(push, pull)
+        total = push + pull
+        surplus_push = push > pull
+        x = self.x.reshape(-1).clone()
+        touched = torch.zeros_like(x, dtype=torch.bool)
+        u = torch.empty_like(x)
+        fewest = int(total.min()) if total.numel() else 0
+        for j in range(int(total.max()) if total.numel() else 0):
+            if j % 2 == 0:
+                up = torch.where(j < 2 * pairs, True, surplus_push)
+            else:
+                up = torch.where(j < 2 * pairs, False, surplus_push)
+            flat = torch.where(up, base_push, base_pull) + (x * bins).long().clamp_(0, bins - 1)
+            u.uniform_(generator=self.generator)
+            k = self._offsets[flat] + (u * self._counts[flat]).long()
+            step = self._steps[k]
+            if j >= fewest:
+                step = torch.where(total > j, step, torch.zeros_like(step))
+            x += step
+            touched |= (x <= 0) | (x >= 1)
+            x.clamp_(0.0, 1.0)
+        self.x = x.reshape(self.shape)
+        self.pulses_applied += plan.total_pulses()
+        return PulseReceipt(plan.push, plan.pull, devices_clipped=int(touched.sum()),
+                            details={"model": "jump_table"})
+
+    def read(self, n_averages: int = 1, devices: torch.Tensor | None = None) -> Readout:
+        if int(n_averages) != n_averages or n_averages < 1:
+            raise ValueError(f"n_averages must be a positive integer, got {n_averages!r}")
+        n = int(n_averages)
+        g = torch.addcmul(self.g_ap, self.g_range, self.x).reshape(-1)
+        cursor = self._cursor.reshape(-1)
+        src = self.source.reshape(-1)
+        if devices is not None:
+            idx = torch.as_tensor(devices, device=self.torch_device)
+            g, cursor, src = g[idx], cursor[idx], src[idx]
+        length = self._trace_length
+        reads = torch.stack([g + self._traces[src * length + (cursor + k) % length]
+                             for k in range(n)])
+        if devices is None:
+            self._cursor = (self._cursor + n) % length
+        else:
+            self._cursor.reshape(-1)[idx] = (cursor + n) % length
+        shape = self.shape if devices is None else tuple(idx.shape)
+        spread = reads.std(dim=0).reshape(shape) if n > 1 else None
+        return Readout(reads.mean(dim=0).reshape(shape), spread, n)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model": "jump_table", "seed": self.seed,
+                "shape": list(self.shape), "position": self.x.detach().cpu().clone(),
+                "read_cursor": self._cursor.detach().cpu().clone(),
+                "generator": self.generator.get_state(), "pulses_applied": self.pulses_applied}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        if list(snapshot["shape"]) != list(self.shape) or snapshot["seed"] != self.seed:
+            raise ValueError("snapshot belongs to a jump-table twin of another shape or seed")
+        self.x = snapshot["position"].to(self.torch_device).clone()
+        self._cursor = snapshot["read_cursor"].to(self.torch_device).clone()
+        self.generator.set_state(snapshot["generator"])
+        self.pulses_applied = int(snapshot["pulses_applied"])
+
+    def safe_state(self) -> None:
+        """A twin has no outputs to turn off."""
