@@ -184,7 +184,7 @@ def averaged_run(tmp_path_factory, digits_twin_config):
 @pytest.mark.xfail(strict=True, reason=(
     "measured after bench precision and per-device compensation landed: model average NLL "
     "0.387 against the final weights' 0.308 (fixed-range ablation: 0.357 against 0.300); "
-    "the chain at this size is still too hot and saturating (issue 10, open). Strict: "
+    "the chain at this size is still too hot and saturating. Strict: "
     "the day the claim holds again this marker must go."))
 def test_model_average_has_lower_held_out_nll_than_the_final_weights(averaged_run):
     """The claim that makes the samples worth keeping: on held-out digits the average over
