@@ -103,16 +103,22 @@ def learning_curves(
             ax_nll.plot(c["bma_epoch"], c["bma_nll"], marker="s", ls="--", color=colour,
                         label=f"{label} model average")
     ax_loss.set(xlabel="step", ylabel="training loss", yscale="log")
-    # 0.3, 1, 2 rather than 3 x 10^-1; between the decades only when there are few of them
-    ax_loss.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    low, high = ax_loss.get_ylim()
-    ax_loss.yaxis.set_minor_formatter(FormatStrFormatter("%g") if high < 10 * low
-                                      else NullFormatter())
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)")
     integer_ticks(ax_acc)
     ax_nll.set(xlabel="epoch", ylabel="test NLL (nats)", yscale="log")
     integer_ticks(ax_nll)
+    for ax in (ax_loss, ax_nll):
+        _plain_log_ticks(ax)
     return _finish(fig, (ax_loss, ax_acc, ax_nll), title, path)
+
+
+def _plain_log_ticks(ax) -> None:
+    """0.3, 1, 2 rather than 3 x 10^-1 on a log y axis; labels between the decades only when
+    the axis spans less than one."""
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    low, high = ax.get_ylim()
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g") if high < 10 * low
+                                 else NullFormatter())
 
 
 def accuracy_vs_bits(
