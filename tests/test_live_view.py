@@ -113,3 +113,14 @@ def test_a_protocol_writes_its_steps_into_the_live_view(tmp_path):
     assert view.Histograms("conductance")[-1].histogram_value.num == 16
     assert [i.step for i in view.Images("crossbar/conductance")] == [10, 12]
     assert "reads/device" not in tags["scalars"]  # an address, not a measurement
+
+
+def test_figures_are_redrawn_first_when_forced_and_then_at_most_once_per_interval(monkeypatch):
+    from dwlab.records import live
+
+    clock = iter([0.0, 5.0, 19.9, 20.5, 21.0, 21.5])
+    monkeypatch.setattr(live.time, "monotonic", lambda: next(clock))
+    pacer = live.Pacer(seconds=20.0)
+    # t = 0 first, 5 too soon, 19.9 too soon, 20.5 due, 21.0 forced, 21.5 too soon
+    assert [pacer.due(), pacer.due(), pacer.due(), pacer.due(), pacer.due(force=True),
+            pacer.due()] == [True, False, False, True, True, False]

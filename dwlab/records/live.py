@@ -10,6 +10,7 @@ matplotlib figures the PNG records use (:mod:`dwlab.records.plots`).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,25 @@ import numpy as np
 
 FLUSH_SECONDS = 5
 """How stale the event file on disk may be while a run goes on."""
+FIGURE_SECONDS = 20.0
+"""Least wall time between two redraws of a run's figures (PNGs, live-view images)."""
+
+
+class Pacer:
+    """Says when a redraw is due: the first time, when forced, then at most once per
+    ``seconds`` of wall time. Laying out a figure costs about a second; redrawn every
+    epoch, the figures of a short run took longer than its training."""
+
+    def __init__(self, seconds: float = FIGURE_SECONDS) -> None:
+        self.seconds = seconds
+        self._last: float | None = None
+
+    def due(self, force: bool = False) -> bool:
+        now = time.monotonic()
+        if force or self._last is None or now - self._last >= self.seconds:
+            self._last = now
+            return True
+        return False
 
 
 def numeric(value: Any) -> float | None:

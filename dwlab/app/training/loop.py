@@ -38,7 +38,7 @@ from dwlab.app.training.spec import RunSpec
 from dwlab.config import LoadedConfig, evolve
 from dwlab.core.errors import CheckpointError, DwlabError
 from dwlab.records import EventLog, TableWriter, plots
-from dwlab.records.live import LiveView
+from dwlab.records.live import LiveView, Pacer
 from dwlab.records.status import StopRequest
 from dwlab.sgld.controller import SGLDController, StepStats
 from dwlab.sgld.weight import DeviceWeight
@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 LIVE_MAPS = 4
-"""Weight tensors whose crossbar conductance maps go into the live view each epoch (the
-first ones; a ResNet has dozens)."""
+"""Weight tensors whose crossbar conductance maps go into the live view (the first ones; a
+ResNet has dozens)."""
 STEP_COLUMNS = ["attempt", "step", "epoch", "batch", "loss", "batch_accuracy", "seconds",
                 "weight_projection", *StepStats.LOGGED]
 EPOCH_COLUMNS = ["attempt", "epoch", "step", "test_accuracy", "test_nll", "test_ece",
@@ -119,6 +119,7 @@ class TrainingRun:
         # (step, test probabilities) of the last evaluation, reused at the end of the run
         self._last_eval: tuple[int, torch.Tensor] | None = None
         self._last_planes: dict[str, np.ndarray] = {}  # for the per-epoch change histograms
+        self._figures = Pacer()  # figures are redrawn at most every few seconds
         self.on_epoch: Callable[[], None] | None = None
         """Called after each epoch's records are written (the run folder redraws its
         learning curves)."""
@@ -302,7 +303,8 @@ class TrainingRun:
                 log.info(epoch_line(self.spec.label, epoch_row, tcfg.epochs, epoch_losses))
                 epoch_losses.clear()
                 live.scalars("epoch", epoch_row, state.step, skip=NOT_SCALARS)
-                self._picture_devices(opt, live, state.step)
+                self._picture_devices(opt, live, state.step,
+                                      figures=self._figures.due(force=epoch + 1 == tcfg.epochs))
                 live.flush()
                 if self.on_epoch is not None:
                     self.on_epoch()
@@ -319,11 +321,12 @@ class TrainingRun:
             epochs_log.close()
         return self._finish(model, opt, store, chain, predict, state)
 
-    def _picture_devices(self, opt: SGLDController, live: LiveView, step: int) -> None:
+    def _picture_devices(self, opt: SGLDController, live: LiveView, step: int,
+                         figures: bool) -> None:
         """The arrays as they stand after an epoch, from the last read-back (no extra read
-        of the devices): conductance histograms with the nominal window marked (live view
-        and ``conductance.png``), each device's change since the last picture, and the
-        first tensors' crossbar maps."""
+        of the devices): each tensor's conductance histogram and change since the last
+        epoch; with ``figures``, also the first tensors' crossbar maps and the pooled
+        histograms with the nominal window marked (live view and ``conductance.png``)."""
         weights = [dw for dw in opt.weights if dw.last_read.numel()]
         if not weights:
             return
@@ -336,10 +339,12 @@ class TrainingRun:
             if previous is not None and previous.shape == g.shape:
                 live.histogram(f"conductance_change_per_epoch/{dw.name}", g - previous, step)
             self._last_planes[dw.name] = g
-            if i < LIVE_MAPS:
+            if figures and i < LIVE_MAPS:
                 live.figure(f"crossbar/{dw.name}", plots.crossbar_maps(
                     plots.crossbar_planes(g, dw.pair), None, window=_window(dw),
                     title=f"{self.spec.label} {dw.name} (step {step})"), step)
+        if not figures:
+            return
         readings = {name: np.concatenate(parts) for name, parts in pooled.items()}
         windows = {dw.array_name: _window(dw) for dw in weights}
         live.figure("conductance/histograms", plots.conductance_histograms(

@@ -64,6 +64,7 @@ from dwlab.records import (
     plots,
     read_table,
 )
+from dwlab.records.live import Pacer
 from dwlab.records.status import RunStatus, StopRequest, error_text
 
 
@@ -153,6 +154,12 @@ def _train_runs(run: RunFolder, events: EventLog, stop: StopRequest, progress: b
                 ) -> list[RunOutcome]:
     data = load_training_data(run.loaded)
     results: list[RunOutcome] = []
+    curves = Pacer()
+
+    def redraw_curves() -> None:  # as the runs go; the last drawing follows them all
+        if curves.due():
+            write_learning_curves(run)
+
     for spec in run.specs:
         if stop.requested:  # Ctrl-C between two runs (or while the data loaded)
             raise KeyboardInterrupt
@@ -160,7 +167,7 @@ def _train_runs(run: RunFolder, events: EventLog, stop: StopRequest, progress: b
         try:
             training = run_factory(run.loaded, spec, run.path / spec.label, data, progress,
                                    stop=stop)
-            training.on_epoch = lambda: write_learning_curves(run)  # redrawn as it goes
+            training.on_epoch = redraw_curves
             result = training.run()
         except (TrainingDiverged, PlanError) as exc:
             if not keep_going:
