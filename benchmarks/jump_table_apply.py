@@ -28,9 +28,10 @@ def synthetic_table(devices: int = 64, bins: int = 8, per_group: int = 30) -> Ju
     steps = 0.01 + 0.004 * rng.standard_normal(groups * per_group)
     sign = np.repeat(np.tile(np.repeat([1.0, -1.0], bins), devices), per_group)
     offsets = (np.arange(groups) * per_group).reshape(devices, 1, 2, bins)
+    keys = np.sort(rng.uniform(-0.02, 0.02, (groups, per_group)), axis=1).ravel()
     return JumpTable(np.array([[1.0, 1e-8]]), np.full(devices, 2.5e-4),
                      np.full(devices, 5e-4), offsets, np.full_like(offsets, per_group),
-                     (steps * sign).astype(np.float32),
+                     (steps * sign).astype(np.float32), keys.astype(np.float32),
                      5e-7 * rng.standard_normal((devices, 100)), bins)
 
 

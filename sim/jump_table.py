@@ -9,9 +9,18 @@ pickle).
 - Device-to-device spread: every twin device copies one measured *source* device (drawn
   from the seed): its steps, its conductance at both ends. Correlations between a device's
   conditions are kept.
-- Position: steps are kept per conductance bin (``bins`` equal bins of the device's track,
-  fine enough to see pinning sites); a bin with fewer than ``min_steps`` steps draws from
-  the ``min_steps`` measured nearest to it in position instead.
+- Position: steps may be kept per conductance bin (``bins`` equal bins of the device's
+  track; a bin with fewer than ``min_steps`` steps draws from the ``min_steps`` measured
+  nearest to it in position instead). The default is one bin: the standard protocol
+  re-centres the walls every few repeats, so its steps sample little of the track, and on
+  the pinning records of ``benchmarks/calibration_verdicts.py`` (seed 0) position bins did
+  worse than none: 9 of 24 conditions failed the held-out check with 8 bins, 0 with one.
+- Memory (a Markov state per device): a wall held by a pinning site returns, on the next
+  push, as far as the pull before it took it back, so a step depends on the step before it.
+  Every measured step is stored with the step that preceded it on its device (its *key*);
+  the twin remembers each device's last step and draws among the ``neighbours`` measured
+  steps whose keys are nearest to it in rank. For devices without memory the key carries
+  no information and this is a plain draw from the pool.
 - Read noise: replayed from each source device's recorded trace of single reads (the
   ``read_noise`` record), consecutive reads taking consecutive stretches of it, so noise
   that is not Gaussian or is correlated in time (telegraph noise) comes back as measured.
@@ -41,7 +50,9 @@ from dwlab.core.errors import DatasetError, PlanError
 from dwlab.core.types import ArrayInfo, PulseLimits, PulsePlan, PulseReceipt, PulseShape, Readout
 
 KIND = "dwlab-jump-table"
-FIELDS = ("shapes", "g_min", "g_max", "offsets", "counts", "steps", "read_traces", "bins")
+NEIGHBOURS = 4
+FIELDS = ("shapes", "g_min", "g_max", "offsets", "counts", "steps", "previous", "read_traces",
+          "bins", "neighbours")
 
 
 @dataclass
@@ -55,10 +66,15 @@ class JumpTable:
     """(D, C, 2, B): start in ``steps`` of each group; polarity index 0 push, 1 pull."""
     counts: np.ndarray
     steps: np.ndarray
-    """All steps, in track fractions, signed (push steps mostly positive)."""
+    """All steps, in track fractions, signed (push steps mostly positive); each group sorted
+    by ``previous``."""
+    previous: np.ndarray
+    """Per step: the step before it on its device (its Markov key), in track fractions."""
     read_traces: np.ndarray
     """(D, R): each source device's single reads, less their mean, in time order (siemens)."""
     bins: int
+    neighbours: int = NEIGHBOURS
+    """A draw picks among this many steps whose keys are nearest the device's last step."""
 
     @property
     def devices(self) -> int:
@@ -102,11 +118,13 @@ class JumpTable:
             raise DatasetError(f"{path}: unreadable jump table ({exc})") from None
         table = cls(values["shapes"], values["g_min"], values["g_max"], values["offsets"],
                     values["counts"], values["steps"].astype(np.float32),
-                    values["read_traces"], int(values["bins"]))
+                    values["previous"].astype(np.float32), values["read_traces"],
+                    int(values["bins"]), int(values["neighbours"]))
         d, c, b = table.devices, len(table.shapes), table.bins
         if (table.offsets.shape != (d, c, 2, b) or table.counts.shape != (d, c, 2, b)
-                or (table.counts < 1).any()
+                or (table.counts < 1).any() or table.neighbours < 1
                 or (table.offsets + table.counts > len(table.steps)).any()
+                or table.previous.shape != table.steps.shape
                 or table.read_traces.shape[0] != d or table.read_traces.shape[1] < 2
                 or not (table.g_max > table.g_min).all()):
             raise DatasetError(f"{path}: inconsistent jump table")
@@ -132,10 +150,28 @@ def replayed_step_read_var(traces: np.ndarray, n_averages: int) -> float:
     return float(np.mean(diff**2)) if length > 1 else 0.0
 
 
-def build_jump_table(cal: Calibration, bins: int = 64, min_steps: int = 12) -> JumpTable:
+def _previous_steps(cal: Calibration) -> dict[tuple[float, float, int, int, int], float]:
+    """Every recorded step (held out or not) by (amplitude, width, polarity, device,
+    repeat), in siemens: a step's key is looked up here, never drawn from."""
+    out = {}
+    for source in (cal.fitted, cal.heldout):
+        for (a, w, s), st in source.items():
+            for d, r, delta in zip(st.device.tolist(), st.repeat.tolist(), st.delta.tolist(),
+                                   strict=True):
+                out[(a, w, s, d, r)] = delta
+    return out
+
+
+def build_jump_table(cal: Calibration, bins: int = 1, min_steps: int = 12,
+                     neighbours: int = NEIGHBOURS) -> JumpTable:
     """A jump table from the fitted steps of ``cal`` (devices with steps in every recorded
     condition). A bin holding fewer than ``min_steps`` steps of a device draws from the
-    ``min_steps`` steps nearest it in position instead."""
+    ``min_steps`` steps nearest it in position instead.
+
+    A step's key is the step before it on its device in the ``switching_statistics``
+    order: a pull follows the push of its repeat, a push the pull of the repeat before
+    (unless the walls were re-centred in between: those pushes have no key and are left
+    out)."""
     e = cal.per_device
     ranges = {int(d): (lo, hi) for d, lo, hi in zip(e["device"], e["g_min"], e["g_max"],
                                                      strict=True)}
@@ -155,10 +191,13 @@ def build_jump_table(cal: Calibration, bins: int = 64, min_steps: int = 12) -> J
     length = min(len(cal.read_traces[d]) for d in devices)
     traces = np.stack([cal.read_traces[d][:length] for d in devices])
     step_read_var = replayed_step_read_var(traces, int(cal.switching_params["n_averages"]))
+    recenter_every = int(cal.switching_params.get("recenter_every", 1))
+    recorded = _previous_steps(cal)
     n_c = len(shapes)
     offsets = np.zeros((len(devices), n_c, 2, bins), dtype=np.int64)
     counts = np.zeros_like(offsets)
     chunks: list[np.ndarray] = []
+    key_chunks: list[np.ndarray] = []
     start = 0
     edges = np.arange(bins + 1) / bins
     span = {d: ranges[d][1] - ranges[d][0] for d in devices}
@@ -166,28 +205,43 @@ def build_jump_table(cal: Calibration, bins: int = 64, min_steps: int = 12) -> J
     for c, (a, w) in enumerate(shapes):
         for p, s in enumerate((1, -1)):
             st = cal.fitted[(a, w, s)]
-            steps, positions = [], []
+            groups = []
             for d in devices:
                 on = st.device == d
-                order = np.argsort(st.before[on], kind="stable")
-                steps.append((st.delta[on] / span[d])[order])
-                positions.append(((st.before[on] - ranges[d][0]) / span[d])[order])
-            shrink = _read_noise_shrink(steps, read_var)
-            for i, (x_step, position) in enumerate(zip(steps, positions, strict=True)):
+                if s > 0:
+                    prev = [recorded.get((a, w, -1, d, r - 1), math.nan)
+                            if r % recenter_every else math.nan for r in st.repeat[on]]
+                else:
+                    prev = [recorded.get((a, w, 1, d, r), math.nan) for r in st.repeat[on]]
+                known = np.isfinite(prev)
+                order = np.argsort(st.before[on][known], kind="stable")
+                groups.append(((st.delta[on][known] / span[d])[order],
+                               ((st.before[on][known] - ranges[d][0]) / span[d])[order],
+                               (np.asarray(prev)[known] / span[d])[order]))
+            shrink = _read_noise_shrink([g[0] for g in groups], read_var)
+            for i, (x_step, position, prev) in enumerate(groups):
                 n = len(x_step)
-                chunks.append(x_step.mean() + (x_step - x_step.mean()) * shrink)
-                # Each bin: its own steps, or the min_steps measured nearest it in position.
+                x_step = x_step.mean() + (x_step - x_step.mean()) * shrink
+                # Each bin: its own steps, or the min_steps measured nearest it in position;
+                # stored sorted by key, so a draw can find the keys nearest a device's last step.
                 first = np.searchsorted(position, edges[:-1])
                 last = np.searchsorted(position, edges[1:])
                 size = min(min_steps, n)
                 low = np.clip((first + last - size) // 2, 0, n - size)
                 wide = last - first >= size
-                offsets[i, c, p] = start + np.where(wide, first, low)
-                counts[i, c, p] = np.where(wide, last - first, size)
-                start += n
+                pool_first = np.where(wide, first, low)
+                pool_count = np.where(wide, last - first, size)
+                for b in range(bins):
+                    pool = slice(pool_first[b], pool_first[b] + pool_count[b])
+                    by_key = np.argsort(prev[pool], kind="stable")
+                    chunks.append(x_step[pool][by_key])
+                    key_chunks.append(prev[pool][by_key])
+                    offsets[i, c, p, b], counts[i, c, p, b] = start, pool_count[b]
+                    start += pool_count[b]
     return JumpTable(np.asarray(shapes, dtype=float), np.array([ranges[d][0] for d in devices]),
                      np.array([ranges[d][1] for d in devices]), offsets, counts,
-                     np.concatenate(chunks).astype(np.float32), traces, bins)
+                     np.concatenate(chunks).astype(np.float32),
+                     np.concatenate(key_chunks).astype(np.float32), traces, bins, neighbours)
 
 
 class JumpTableArray(ArrayBase):
@@ -221,6 +275,9 @@ class JumpTableArray(ArrayBase):
         self._cursor = torch.randint(0, self._trace_length, self.shape,
                                      generator=self.generator, device=dev)
         self._steps = torch.as_tensor(table.steps, device=dev)
+        self._previous = torch.as_tensor(table.previous, device=dev)
+        self.last_step = torch.zeros(self.shape, device=dev)
+        """Each device's last step (track fractions): the Markov state its next draw keys on."""
         self._offsets = torch.as_tensor(table.offsets.reshape(-1), device=dev)
         self._counts = torch.as_tensor(table.counts.reshape(-1), dtype=torch.float32,
                                        device=dev)
@@ -261,9 +318,9 @@ class JumpTableArray(ArrayBase):
         total = push + pull
         surplus_push = push > pull
         x = self.x.reshape(-1).clone()
+        last = self.last_step.reshape(-1).clone()
         touched = torch.zeros_like(x, dtype=torch.bool)
         u = torch.empty_like(x)
-        fewest = int(total.min()) if total.numel() else 0
         for j in range(int(total.max()) if total.numel() else 0):
             if j % 2 == 0:
                 up = torch.where(j < 2 * pairs, True, surplus_push)
@@ -271,17 +328,37 @@ class JumpTableArray(ArrayBase):
                 up = torch.where(j < 2 * pairs, False, surplus_push)
             flat = torch.where(up, base_push, base_pull) + (x * bins).long().clamp_(0, bins - 1)
             u.uniform_(generator=self.generator)
-            k = self._offsets[flat] + (u * self._counts[flat]).long()
-            step = self._steps[k]
-            if j >= fewest:
-                step = torch.where(total > j, step, torch.zeros_like(step))
-            x += step
-            touched |= (x <= 0) | (x >= 1)
-            x.clamp_(0.0, 1.0)
+            k = self._nearest_keys(flat, last, u)
+            active = total > j
+            target = x + self._steps[k]
+            touched |= active & ((target <= 0) | (target >= 1))
+            moved = torch.where(active, target.clamp_(0.0, 1.0) - x, torch.zeros_like(x))
+            x += moved
+            last = torch.where(active, moved, last)
+        self.last_step = last.reshape(self.shape)
         self.x = x.reshape(self.shape)
         self.pulses_applied += plan.total_pulses()
         return PulseReceipt(plan.push, plan.pull, devices_clipped=int(touched.sum()),
                             details={"model": "jump_table"})
+
+    def _nearest_keys(self, flat: torch.Tensor, last: torch.Tensor,
+                      u: torch.Tensor) -> torch.Tensor:
+        """Index of one step per device, uniform among the ``neighbours`` of its group
+        (``flat``) whose keys are nearest its ``last`` step in rank (bisection over the
+        sorted keys, vectorised over devices)."""
+        first = self._offsets[flat]
+        count = self._counts[flat].long()
+        lo, hi = first.clone(), first + count
+        top = len(self._previous) - 1
+        for _ in range(max(int(self.table.counts.max()), 1).bit_length()):
+            mid = (lo + hi) // 2
+            below = self._previous[mid.clamp(max=top)] < last
+            searching = lo < hi
+            lo = torch.where(searching & below, mid + 1, lo)
+            hi = torch.where(searching & ~below, mid, hi)
+        k = count.clamp(max=self.table.neighbours)
+        start = torch.minimum((lo - k // 2).clamp(min=0), first + count - k).clamp(min=first)
+        return start + (u * k).long().clamp(max=k - 1)
 
     def read(self, n_averages: int = 1, devices: torch.Tensor | None = None) -> Readout:
         if int(n_averages) != n_averages or n_averages < 1:
@@ -307,6 +384,7 @@ class JumpTableArray(ArrayBase):
     def snapshot(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": "jump_table", "seed": self.seed,
                 "shape": list(self.shape), "position": self.x.detach().cpu().clone(),
+                "last_step": self.last_step.detach().cpu().clone(),
                 "read_cursor": self._cursor.detach().cpu().clone(),
                 "generator": self.generator.get_state(), "pulses_applied": self.pulses_applied}
 
@@ -314,6 +392,7 @@ class JumpTableArray(ArrayBase):
         if list(snapshot["shape"]) != list(self.shape) or snapshot["seed"] != self.seed:
             raise ValueError("snapshot belongs to a jump-table twin of another shape or seed")
         self.x = snapshot["position"].to(self.torch_device).clone()
+        self.last_step = snapshot["last_step"].to(self.torch_device).clone()
         self._cursor = snapshot["read_cursor"].to(self.torch_device).clone()
         self.generator.set_state(snapshot["generator"])
         self.pulses_applied = int(snapshot["pulses_applied"])

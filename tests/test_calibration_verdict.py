@@ -216,3 +216,43 @@ def test_device_map_tells_pinning_from_the_track_end(tmp_path):
     held.site_volts.fill_(100.0)  # pinning no pulse within the limits can overcome,
     held.sites[..., :6], held.sites[..., 6:] = 0.45, 0.55  # either side of every wall
     assert ends(held, "held") == {("short", "short", "1")}
+
+
+def pinned_wall_table(neighbours: int) -> JumpTable:
+    """One source device whose push returns exactly as far as the pull before it went (a
+    wall held at a pinning site); pull steps independent of what came before."""
+    rng = np.random.default_rng(3)
+    pulls = -rng.uniform(0.005, 0.02, 200)
+    pull_keys = rng.uniform(0.005, 0.02, 200)
+    push_keys = np.sort(pulls)
+    steps = np.concatenate([-push_keys, pulls[np.argsort(pull_keys)]])
+    keys = np.concatenate([push_keys, np.sort(pull_keys)])
+    return JumpTable(np.array([[1.0, 1e-8]]), np.array([2.5e-4]), np.array([5e-4]),
+                     np.array([0, 200]).reshape(1, 1, 2, 1), np.full((1, 1, 2, 1), 200),
+                     steps.astype(np.float32), keys.astype(np.float32),
+                     np.zeros((1, 4)), 1, neighbours)
+
+
+@pytest.mark.parametrize("neighbours", [4, 400])
+def test_jump_table_remembers_the_previous_step(neighbours):
+    """A push drawn among the steps whose recorded predecessor is nearest the device's own
+    last step follows its pull (pinning's memory); drawing among all of them (neighbours
+    400 > 200 steps: memory off) must lose that, or the test could not fail."""
+    shape = PulseShape(1.0, 1e-8)
+    twin = JumpTableArray((4000,), pinned_wall_table(neighbours), seed=1, nominal_pulse=shape)
+    one_pull = PulsePlan.uniform(torch.zeros(4000, dtype=int), torch.ones(4000, dtype=int), shape)
+    one_push = PulsePlan.uniform(torch.ones(4000, dtype=int), torch.zeros(4000, dtype=int), shape)
+    pulls, pushes = [], []
+    for _ in range(5):
+        x0 = twin.x.clone()
+        twin.apply(one_pull)
+        x1 = twin.x.clone()
+        twin.apply(one_push)
+        pulls.append(x1 - x0)
+        pushes.append(twin.x - x1)
+    r = float(np.corrcoef(torch.cat(pulls).numpy(), torch.cat(pushes).numpy())[0, 1])
+    print(f"neighbours {neighbours}: correlation of push with the pull before it {r:+.3f}")
+    if neighbours == 4:
+        assert r < -0.95
+    else:
+        assert abs(r) < 0.05
