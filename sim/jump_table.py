@@ -51,6 +51,10 @@ from dwlab.core.types import ArrayInfo, PulseLimits, PulsePlan, PulseReceipt, Pu
 
 KIND = "dwlab-jump-table"
 NEIGHBOURS = 4
+SUMS_FROM = 65_536
+"""Arrays of this many devices or more apply a plan through its sums (the fast path)."""
+SUM_CLASSES = 8
+SUM_SAMPLES = 64
 FIELDS = ("shapes", "g_min", "g_max", "offsets", "counts", "steps", "previous", "read_traces",
           "bins", "neighbours")
 
@@ -244,6 +248,33 @@ def build_jump_table(cal: Calibration, bins: int = 1, min_steps: int = 12,
                      np.concatenate(key_chunks).astype(np.float32), traces, bins, neighbours)
 
 
+@dataclass
+class _Walks:
+    """Walks of the fast path (:meth:`JumpTableArray._walk_sets`): per source device the
+    key-class edges, and position, last step, lowest and highest point of every walk after
+    every pair or pulse (flat, index ``(count * sources + source) * classes + class) *
+    samples + sample``), or None when no device needs them."""
+
+    edges: torch.Tensor
+    at: tuple[torch.Tensor, ...] | None
+
+    def follow(self, src: torch.Tensor, last: torch.Tensor, count: torch.Tensor,
+               pick: torch.Tensor, samples: int) -> tuple[torch.Tensor, ...]:
+        """Each device's displacement, last step, lowest and highest point after ``count``
+        pairs or pulses of walk ``pick`` of its source and its last step's class."""
+        if self.at is None:
+            zero = torch.zeros_like(last)
+            return zero, last, zero, zero
+        sources, classes = self.edges.shape[0], self.edges.shape[1] + 1
+        cls = (self.edges[src] < last[:, None]).sum(1)
+        flat = (((count.clamp(max=self.at[0].numel() // (sources * classes * samples) - 1)
+                  * sources + src) * classes + cls) * samples + pick)
+        moved, after, low, high = (a[flat] for a in self.at)
+        done = count > 0
+        return (torch.where(done, moved, 0.0), torch.where(done, after, last),
+                torch.where(done, low, 0.0), torch.where(done, high, 0.0))
+
+
 class JumpTableArray(ArrayBase):
     """A ``DeviceArray`` whose devices replay measured steps (see the module docstring)."""
 
@@ -251,7 +282,8 @@ class JumpTableArray(ArrayBase):
 
     def __init__(self, shape: tuple[int, ...] | int, table: JumpTable, *, seed: int = 0,
                  limits: PulseLimits | None = None, nominal_pulse: PulseShape | None = None,
-                 torch_device: str | torch.device = "cpu", name: str = "jump-table-twin"):
+                 torch_device: str | torch.device = "cpu", name: str = "jump-table-twin",
+                 sums_from: int = SUMS_FROM):
         self.shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
         self.table, self.seed, self.name = table, int(seed), name
         self.limits = limits or LimitsConfig().pulse_limits()
@@ -279,8 +311,9 @@ class JumpTableArray(ArrayBase):
         self.last_step = torch.zeros(self.shape, device=dev)
         """Each device's last step (track fractions): the Markov state its next draw keys on."""
         self._offsets = torch.as_tensor(table.offsets.reshape(-1), device=dev)
-        self._counts = torch.as_tensor(table.counts.reshape(-1), dtype=torch.float32,
-                                       device=dev)
+        self._counts = torch.as_tensor(table.counts.reshape(-1), device=dev)
+        self._search_steps = max(int(table.counts.max()), 1).bit_length()
+        self.sums_from = sums_from
         self.pulses_applied = 0
 
     @property
@@ -307,39 +340,131 @@ class JumpTableArray(ArrayBase):
         plan.check_against(self.shape, self.limits)
         t = self.table
         c_push, c_pull = t.shape_index(plan.push_shape), t.shape_index(plan.pull_shape)
-        push = plan.push.to(self.torch_device).reshape(-1)
-        pull = plan.pull.to(self.torch_device).reshape(-1)
+        push = plan.push.to(self.torch_device).reshape(-1).long()
+        pull = plan.pull.to(self.torch_device).reshape(-1).long()
         src = self.source.reshape(-1)
-        n_c, bins = len(t.shapes), t.bins
-        # first flat index of each device's (shape, polarity) group; the bin is added per pulse
-        base_push = ((src * n_c + c_push) * 2 + 0) * bins
-        base_pull = ((src * n_c + c_pull) * 2 + 1) * bins
-        pairs = torch.minimum(push, pull)
-        total = push + pull
-        surplus_push = push > pull
         x = self.x.reshape(-1).clone()
         last = self.last_step.reshape(-1).clone()
-        touched = torch.zeros_like(x, dtype=torch.bool)
-        u = torch.empty_like(x)
-        for j in range(int(total.max()) if total.numel() else 0):
-            if j % 2 == 0:
-                up = torch.where(j < 2 * pairs, True, surplus_push)
-            else:
-                up = torch.where(j < 2 * pairs, False, surplus_push)
-            flat = torch.where(up, base_push, base_pull) + (x * bins).long().clamp_(0, bins - 1)
-            u.uniform_(generator=self.generator)
-            k = self._nearest_keys(flat, last, u)
-            active = total > j
-            target = x + self._steps[k]
-            touched |= active & ((target <= 0) | (target >= 1))
-            moved = torch.where(active, target.clamp_(0.0, 1.0) - x, torch.zeros_like(x))
-            x += moved
-            last = torch.where(active, moved, last)
-        self.last_step = last.reshape(self.shape)
-        self.x = x.reshape(self.shape)
+        if self.size >= self.sums_from and t.bins == 1:
+            x, last, touched = self._apply_sums(src, (c_push, c_pull), push, pull, x, last)
+        else:
+            x, last, touched, _, _ = self._walk(src, (c_push, c_pull), push, pull, x, last)
+        self.x, self.last_step = x.reshape(self.shape), last.reshape(self.shape)
         self.pulses_applied += plan.total_pulses()
         return PulseReceipt(plan.push, plan.pull, devices_clipped=int(touched.sum()),
                             details={"model": "jump_table"})
+
+    def _walk(self, src: torch.Tensor, shapes: tuple[int, int], push: torch.Tensor,
+              pull: torch.Tensor, x: torch.Tensor, last: torch.Tensor, clip: bool = True,
+              trace: list[tuple[torch.Tensor, ...]] | None = None, every: int = 1,
+              ) -> tuple[torch.Tensor, ...]:
+        """The exact path: pulse after pulse in the hardware order, vectorised over devices.
+        Returns the positions, last steps, devices that touched an end, and (with ``clip``
+        off) the lowest and highest point of each walk; ``trace`` collects all four at the
+        start and after every ``every`` pulses."""
+        n_c, bins = len(self.table.shapes), self.table.bins
+        # first flat index of each device's (shape, polarity) group; the bin is added per pulse
+        base_push = ((src * n_c + shapes[0]) * 2 + 0) * bins
+        base_pull = ((src * n_c + shapes[1]) * 2 + 1) * bins
+        pairs = torch.minimum(push, pull)
+        total = push + pull
+        surplus_push = push > pull
+        touched = torch.zeros_like(x, dtype=torch.bool)
+        low, high = x.clone(), x.clone()
+        u = torch.empty_like(x)
+        if trace is not None:
+            trace.append((x, last, low.clone(), high.clone()))
+        for j in range(int(total.max()) if total.numel() else 0):
+            up = torch.where(j < 2 * pairs, j % 2 == 0, surplus_push)
+            position = (x * bins).long().clamp_(0, bins - 1) if bins > 1 else 0
+            flat = torch.where(up, base_push, base_pull) + position
+            u.uniform_(generator=self.generator)
+            target = x + self._steps[self._nearest_keys(flat, last, u)]
+            active = total > j
+            if clip:
+                touched |= active & ((target <= 0) | (target >= 1))
+                target.clamp_(0.0, 1.0)
+            moved = torch.where(active, target - x, torch.zeros_like(x))
+            x = x + moved
+            last = torch.where(active, moved, last)
+            if not clip:
+                torch.minimum(low, x, out=low)
+                torch.maximum(high, x, out=high)
+            if trace is not None and (j + 1) % every == 0:
+                trace.append((x, last, low.clone(), high.clone()))
+        return x, last, touched, low, high
+
+    def _apply_sums(self, src: torch.Tensor, shapes: tuple[int, int], push: torch.Tensor,
+                    pull: torch.Tensor, x: torch.Tensor, last: torch.Tensor,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The fast path at scale: each device follows one walk drawn afresh for this plan.
+
+        A plan is ``p`` push-pull pairs, then ``s`` pulses of one polarity (the hardware
+        order). Per source device and class of starting key (``SUM_CLASSES`` classes of
+        equal rank among the recorded keys of the first pulse), ``SUM_SAMPLES`` exact
+        unclipped walks of the most pairs in the plan record where they are after every
+        pair; so do walks of the largest surplus of each polarity. A device takes the class
+        of its own last step, one of that class's pair walks up to its ``p``, then, from
+        the class of where that walk's last step leaves it, one surplus walk up to its
+        ``s``. A device whose two walks would pass a track end from where it stands takes
+        the exact path instead, so no clipping is missed. The approximation: the memory of
+        the last step is kept to one class of ``SUM_CLASSES`` (at the start and between
+        the two parts), and within one plan the devices of a source and class share its
+        ``SUM_SAMPLES`` walks (each marginally exact; the next plan draws new ones)
+        (``tests/test_calibration_verdict.py`` compares it with the exact path)."""
+        dev, m = self.torch_device, SUM_SAMPLES
+        pairs = torch.minimum(push, pull)
+        surplus = (push - pull).abs()
+        up = push > pull
+        # pairs: one set of walks; then the surplus of each polarity
+        at_pairs = self._walk_sets(shapes, 0, int(pairs.max()), True)
+        at_push = self._walk_sets(shapes, 0, int(surplus[up].max()) if up.any() else 0, False)
+        at_pull = self._walk_sets(shapes, 1, int(surplus[~up].max()) if (~up).any() else 0,
+                                  False)
+        u = torch.randint(0, m, (2, *x.shape), generator=self.generator, device=dev)
+        step, new_last, low, high = at_pairs.follow(src, last, pairs, u[0], m)
+        push_part = at_push.follow(src, new_last, surplus, u[1], m)
+        pull_part = at_pull.follow(src, new_last, surplus, u[1], m)
+        part = [torch.where(up, a, b) for a, b in zip(push_part, pull_part, strict=True)]
+        low = torch.minimum(low, step + part[2])
+        high = torch.maximum(high, step + part[3])
+        step, new_last = step + part[0], part[1]
+        near_end = (x + low <= 0) | (x + high >= 1)
+        touched = torch.zeros_like(near_end)
+        if bool(near_end.any()):
+            idx = near_end.nonzero().squeeze(1)
+            exact = self._walk(src[idx], shapes, push[idx], pull[idx], x[idx], last[idx])
+            step[idx], new_last[idx], touched[idx] = exact[0] - x[idx], exact[1], exact[2]
+        return x + step, new_last, touched
+
+    def _walk_sets(self, shapes: tuple[int, int], polarity: int, length: int,
+                   pairs: bool) -> _Walks:
+        """``SUM_SAMPLES`` walks per source device and key class: ``length`` push-pull
+        pairs (``pairs``), else ``length`` pulses of ``polarity`` (0 push, 1 pull), each
+        position, last step, lowest and highest point recorded after every pair or pulse."""
+        t, dev = self.table, self.torch_device
+        k_cls, m, n_c = SUM_CLASSES, SUM_SAMPLES, len(t.shapes)
+        sources = torch.arange(t.devices, device=dev)
+        group = (sources * n_c + shapes[polarity]) * 2 + polarity   # first pulse's keys
+        start, count = self._offsets[group], self._counts[group]
+        ranks = torch.arange(1, k_cls, device=dev) * count[:, None] // k_cls
+        edges = self._previous[start[:, None] + ranks]               # (sources, k_cls - 1)
+        if length == 0:
+            return _Walks(edges, None)
+        v = torch.rand((t.devices, k_cls, m), generator=self.generator, device=dev)
+        cls = torch.arange(k_cls, device=dev)[None, :, None]
+        rank = torch.minimum(((cls + v) * count[:, None, None] / k_cls).long(),
+                             count[:, None, None] - 1)
+        key = self._previous[start[:, None, None] + rank].reshape(-1)
+        walk_src = sources.repeat_interleave(k_cls * m)
+        n = torch.full_like(walk_src, length)
+        zero = torch.zeros_like(walk_src)
+        push, pull = (n, n) if pairs else ((n, zero) if polarity == 0 else (zero, n))
+        trace: list[tuple[torch.Tensor, ...]] = []
+        self._walk(walk_src, shapes, push, pull, torch.zeros(len(walk_src), device=dev),
+                   key, clip=False, trace=trace, every=2 if pairs else 1)
+        return _Walks(edges, tuple(torch.stack(v).reshape(-1) for v in zip(*trace,
+                                                                           strict=True)))
 
     def _nearest_keys(self, flat: torch.Tensor, last: torch.Tensor,
                       u: torch.Tensor) -> torch.Tensor:
@@ -347,10 +472,10 @@ class JumpTableArray(ArrayBase):
         (``flat``) whose keys are nearest its ``last`` step in rank (bisection over the
         sorted keys, vectorised over devices)."""
         first = self._offsets[flat]
-        count = self._counts[flat].long()
+        count = self._counts[flat]
         lo, hi = first.clone(), first + count
         top = len(self._previous) - 1
-        for _ in range(max(int(self.table.counts.max()), 1).bit_length()):
+        for _ in range(self._search_steps):
             mid = (lo + hi) // 2
             below = self._previous[mid.clamp(max=top)] < last
             searching = lo < hi

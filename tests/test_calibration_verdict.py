@@ -256,3 +256,67 @@ def test_jump_table_remembers_the_previous_step(neighbours):
         assert r < -0.95
     else:
         assert abs(r) < 0.05
+
+
+def plain_table() -> JumpTable:
+    """Two source devices with skewed, memoryless steps: each step's key is drawn apart
+    from it, from the other polarity's distribution (as a record of such a device has)."""
+    rng = np.random.default_rng(4)
+
+    def push(a: float, b: float) -> np.ndarray:
+        return a + rng.exponential(b, 100)
+
+    def pull(a: float, b: float) -> np.ndarray:
+        return -a + b * rng.standard_t(3, 100)
+
+    steps = [push(0.004, 0.008), pull(0.01, 0.003), push(0.006, 0.004), pull(0.012, 0.004)]
+    keys = [pull(0.01, 0.003), push(0.004, 0.008), pull(0.012, 0.004), push(0.006, 0.004)]
+    order = [np.argsort(k) for k in keys]
+    return JumpTable(np.array([[1.0, 1e-8]]), np.full(2, 2.5e-4), np.full(2, 5e-4),
+                     (np.arange(4) * 100).reshape(2, 1, 2, 1), np.full((2, 1, 2, 1), 100),
+                     np.concatenate([s[o] for s, o in zip(steps, order, strict=True)]
+                                    ).astype(np.float32),
+                     np.concatenate([k[o] for k, o in zip(keys, order, strict=True)]
+                                    ).astype(np.float32), np.zeros((2, 4)), 1)
+
+
+@pytest.mark.parametrize("name", ["pinned", "plain"])
+def test_plan_sums_follow_the_exact_path(name):
+    """The fast path at scale (one of the walks of its plan per device, memory kept to one
+    of eight key classes) against pulse-by-pulse replay, pooled over 20 plans (within one
+    plan the devices of a class share its 64 walks): the same displacement distribution,
+    and for the pinned wall the same dependence on the last step (push-pull-push-pull-push
+    returns about as far as the last pull went). Walls start mid-track, so no end is
+    reached and every device takes the fast path."""
+    from scipy.stats import ks_2samp
+
+    table = pinned_wall_table(4) if name == "pinned" else plain_table()
+    shape, n, plans = PulseShape(1.0, 1e-8), 1000, 20
+    # each device's last step: one of its source's recorded push keys (the pulls before
+    # pushes), as a device's last pull is in steady operation
+    rng = np.random.default_rng(5)
+    source = JumpTableArray((n,), table, seed=7, nominal_pulse=shape).source.numpy()
+    pick = table.offsets[source, 0, 0, 0] + rng.integers(0, table.counts[source, 0, 0, 0])
+    last = torch.as_tensor(table.previous[pick])
+    plan = PulsePlan.uniform(torch.full((n,), 3), torch.full((n,), 2), shape)
+    moved = {}
+    for path, sums_from in (("exact", n + 1), ("sums", n)):
+        twin = JumpTableArray((n,), table, seed=7, nominal_pulse=shape, sums_from=sums_from)
+        runs = []
+        for _ in range(plans):
+            twin.x, twin.last_step = torch.full((n,), 0.5), last.clone()
+            twin.apply(plan)
+            runs.append((twin.x - 0.5).numpy())
+        moved[path] = np.concatenate(runs)
+    lasts = np.tile(last.numpy(), plans)
+    r = {p: float(np.corrcoef(m, lasts)[0, 1]) for p, m in moved.items()}
+    p_ks = float(ks_2samp(moved["exact"], moved["sums"]).pvalue)
+    print(f"{name}: mean {moved['exact'].mean():.5f} vs {moved['sums'].mean():.5f}, sd "
+          f"{moved['exact'].std():.5f} vs {moved['sums'].std():.5f}, correlation with the "
+          f"last step {r['exact']:+.3f} vs {r['sums']:+.3f}, KS p {p_ks:.2g}")
+    assert abs(r["exact"] - r["sums"]) < 0.05
+    assert moved["sums"].std() == pytest.approx(moved["exact"].std(), rel=0.05)
+    if name == "pinned":
+        assert r["sums"] < -0.9
+    else:
+        assert p_ks > 1e-3
