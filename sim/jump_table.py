@@ -50,7 +50,7 @@ from dwlab.core.errors import DatasetError, PlanError
 from dwlab.core.types import ArrayInfo, PulseLimits, PulsePlan, PulseReceipt, PulseShape, Readout
 
 KIND = "dwlab-jump-table"
-NEIGHBOURS = 4
+NEIGHBOURS = 12
 SUMS_FROM = 65_536
 """Arrays of this many devices or more apply a plan through its sums (the fast path)."""
 SUM_CLASSES = 8
@@ -266,7 +266,9 @@ class _Walks:
             zero = torch.zeros_like(last)
             return zero, last, zero, zero
         sources, classes = self.edges.shape[0], self.edges.shape[1] + 1
-        cls = (self.edges[src] < last[:, None]).sum(1)
+        cls = torch.zeros_like(src)
+        for edge in self.edges.T:  # a few small look-ups, not one (devices, classes) gather
+            cls += edge[src] < last
         flat = (((count.clamp(max=self.at[0].numel() // (sources * classes * samples) - 1)
                   * sources + src) * classes + cls) * samples + pick)
         moved, after, low, high = (a[flat] for a in self.at)
