@@ -27,7 +27,7 @@ from dwlab.sim.twin import TwinArray
 from dwlab.core.types import PulsePlan, PulseShape
 
 
-def synthetic_table(devices: int = 64, bins: int = 8, per_group: int = 30) -> JumpTable:
+def synthetic_table(devices: int = 64, bins: int = 1, per_group: int = 30) -> JumpTable:
     rng = np.random.default_rng(0)
     groups = devices * 2 * bins
     steps = 0.01 + 0.004 * rng.standard_normal(groups * per_group)
