@@ -20,7 +20,8 @@ pickle).
   Every measured step is stored with the step that preceded it on its device (its *key*);
   the twin remembers each device's last step and draws among the ``neighbours`` measured
   steps whose keys are nearest to it in rank. For devices without memory the key carries
-  no information and this is a plain draw from the pool.
+  no information and this is a draw from a part of the pool. 12 neighbours by default:
+  with 4, heavy-tailed devices locked onto a recorded outlier (``heavy_tails`` seed 0).
 - Read noise: replayed from each source device's recorded trace of single reads (the
   ``read_noise`` record), consecutive reads taking consecutive stretches of it, so noise
   that is not Gaussian or is correlated in time (telegraph noise) comes back as measured.
@@ -29,7 +30,9 @@ pickle).
   within-device variance loses the variance the replay adds to a step.
 - Pulse order: pulses are applied one at a time in the hardware order
   (:func:`dwlab.core.types.interleaved`), vectorised over devices; the loop runs over
-  pulses, never over devices (``benchmarks/twin_apply.py --model jump_table``).
+  pulses, never over devices. Arrays of ``SUMS_FROM`` devices or more follow walks drawn
+  afresh per plan instead (:meth:`JumpTableArray._apply_sums`, the approximation stated
+  there; ``benchmarks/jump_table_apply.py``).
 - Pulse shapes: only recorded shapes; any other is refused with the recorded ones named.
 """
 

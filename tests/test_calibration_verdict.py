@@ -113,9 +113,10 @@ def test_foreign_physics_is_a_misfit_naming_conditions_and_physics(foreign):
 
 def test_jump_table_twin_follows_what_the_model_lacks(foreign):
     """Creep: the jump-table twin passes the held-out check. Telegraph read noise: a slow
-    fluctuator is only sampled by the short read_noise trace it replays, so the table
-    follows it partly (``benchmarks/calibration_verdicts.py``: 2 of 5 seeds pass); here it
-    must at least disagree with the held-out steps in fewer conditions than the fit."""
+    fluctuator is only sampled by the short read_noise trace it replays, so the table may
+    follow it only partly (``benchmarks/calibration_verdicts.py`` counts the seeds that
+    pass); here it must at least disagree with the held-out steps in fewer conditions than
+    the fit."""
     model, _, _, run = foreign
     assert run.jump_table is not None
     print(model, run.jump_table.verdict.reasons)
