@@ -9,9 +9,19 @@ pickle).
 - Device-to-device spread: every twin device copies one measured *source* device (drawn
   from the seed): its steps, its conductance at both ends. Correlations between a device's
   conditions are kept.
-- Position: steps are kept per conductance bin (``bins`` equal bins of the device's track,
-  fine enough to see pinning sites); a bin with fewer than ``min_steps`` steps draws from
-  the ``min_steps`` measured nearest to it in position instead.
+- Position: steps may be kept per conductance bin (``bins`` equal bins of the device's
+  track; a bin with fewer than ``min_steps`` steps draws from the ``min_steps`` measured
+  nearest to it in position instead). The default is one bin: the standard protocol
+  re-centres the walls every few repeats, so its steps sample little of the track, and on
+  the pinning records of ``benchmarks/calibration_verdicts.py`` (seed 0) position bins did
+  worse than none: 9 of 24 conditions failed the held-out check with 8 bins, 0 with one.
+- Memory (a Markov state per device): a wall held by a pinning site returns, on the next
+  push, as far as the pull before it took it back, so a step depends on the step before it.
+  Every measured step is stored with the step that preceded it on its device (its *key*);
+  the twin remembers each device's last step and draws among the ``neighbours`` measured
+  steps whose keys are nearest to it in rank. For devices without memory the key carries
+  no information and this is a draw from a part of the pool. 12 neighbours by default:
+  with 4, heavy-tailed devices locked onto a recorded outlier (``heavy_tails`` seed 0).
 - Read noise: replayed from each source device's recorded trace of single reads (the
   ``read_noise`` record), consecutive reads taking consecutive stretches of it, so noise
   that is not Gaussian or is correlated in time (telegraph noise) comes back as measured.
@@ -20,7 +30,9 @@ pickle).
   within-device variance loses the variance the replay adds to a step.
 - Pulse order: pulses are applied one at a time in the hardware order
   (:func:`dwlab.core.types.interleaved`), vectorised over devices; the loop runs over
-  pulses, never over devices (``benchmarks/twin_apply.py --model jump_table``).
+  pulses, never over devices. Arrays of ``SUMS_FROM`` devices or more follow walks drawn
+  afresh per plan instead (:meth:`JumpTableArray._apply_sums`, the approximation stated
+  there; ``benchmarks/jump_table_apply.py``).
 - Pulse shapes: only recorded shapes; any other is refused with the recorded ones named.
 """
 
@@ -41,7 +53,13 @@ from dwlab.core.errors import DatasetError, PlanError
 from dwlab.core.types import ArrayInfo, PulseLimits, PulsePlan, PulseReceipt, PulseShape, Readout
 
 KIND = "dwlab-jump-table"
-FIELDS = ("shapes", "g_min", "g_max", "offsets", "counts", "steps", "read_traces", "bins")
+NEIGHBOURS = 12
+SUMS_FROM = 65_536
+"""Arrays of this many devices or more apply a plan through its sums (the fast path)."""
+SUM_CLASSES = 8
+SUM_SAMPLES = 64
+FIELDS = ("shapes", "g_min", "g_max", "offsets", "counts", "steps", "previous", "read_traces",
+          "bins", "neighbours")
 
 
 @dataclass
@@ -55,10 +73,15 @@ class JumpTable:
     """(D, C, 2, B): start in ``steps`` of each group; polarity index 0 push, 1 pull."""
     counts: np.ndarray
     steps: np.ndarray
-    """All steps, in track fractions, signed (push steps mostly positive)."""
+    """All steps, in track fractions, signed (push steps mostly positive); each group sorted
+    by ``previous``."""
+    previous: np.ndarray
+    """Per step: the step before it on its device (its Markov key), in track fractions."""
     read_traces: np.ndarray
     """(D, R): each source device's single reads, less their mean, in time order (siemens)."""
     bins: int
+    neighbours: int = NEIGHBOURS
+    """A draw picks among this many steps whose keys are nearest the device's last step."""
 
     @property
     def devices(self) -> int:
@@ -102,11 +125,13 @@ class JumpTable:
             raise DatasetError(f"{path}: unreadable jump table ({exc})") from None
         table = cls(values["shapes"], values["g_min"], values["g_max"], values["offsets"],
                     values["counts"], values["steps"].astype(np.float32),
-                    values["read_traces"], int(values["bins"]))
+                    values["previous"].astype(np.float32), values["read_traces"],
+                    int(values["bins"]), int(values["neighbours"]))
         d, c, b = table.devices, len(table.shapes), table.bins
         if (table.offsets.shape != (d, c, 2, b) or table.counts.shape != (d, c, 2, b)
-                or (table.counts < 1).any()
+                or (table.counts < 1).any() or table.neighbours < 1
                 or (table.offsets + table.counts > len(table.steps)).any()
+                or table.previous.shape != table.steps.shape
                 or table.read_traces.shape[0] != d or table.read_traces.shape[1] < 2
                 or not (table.g_max > table.g_min).all()):
             raise DatasetError(f"{path}: inconsistent jump table")
@@ -132,10 +157,28 @@ def replayed_step_read_var(traces: np.ndarray, n_averages: int) -> float:
     return float(np.mean(diff**2)) if length > 1 else 0.0
 
 
-def build_jump_table(cal: Calibration, bins: int = 64, min_steps: int = 12) -> JumpTable:
+def _previous_steps(cal: Calibration) -> dict[tuple[float, float, int, int, int], float]:
+    """Every recorded step (held out or not) by (amplitude, width, polarity, device,
+    repeat), in siemens: a step's key is looked up here, never drawn from."""
+    out = {}
+    for source in (cal.fitted, cal.heldout):
+        for (a, w, s), st in source.items():
+            for d, r, delta in zip(st.device.tolist(), st.repeat.tolist(), st.delta.tolist(),
+                                   strict=True):
+                out[(a, w, s, d, r)] = delta
+    return out
+
+
+def build_jump_table(cal: Calibration, bins: int = 1, min_steps: int = 12,
+                     neighbours: int = NEIGHBOURS) -> JumpTable:
     """A jump table from the fitted steps of ``cal`` (devices with steps in every recorded
     condition). A bin holding fewer than ``min_steps`` steps of a device draws from the
-    ``min_steps`` steps nearest it in position instead."""
+    ``min_steps`` steps nearest it in position instead.
+
+    A step's key is the step before it on its device in the ``switching_statistics``
+    order: a pull follows the push of its repeat, a push the pull of the repeat before
+    (unless the walls were re-centred in between: those pushes have no key and are left
+    out)."""
     e = cal.per_device
     ranges = {int(d): (lo, hi) for d, lo, hi in zip(e["device"], e["g_min"], e["g_max"],
                                                      strict=True)}
@@ -155,10 +198,13 @@ def build_jump_table(cal: Calibration, bins: int = 64, min_steps: int = 12) -> J
     length = min(len(cal.read_traces[d]) for d in devices)
     traces = np.stack([cal.read_traces[d][:length] for d in devices])
     step_read_var = replayed_step_read_var(traces, int(cal.switching_params["n_averages"]))
+    recenter_every = int(cal.switching_params.get("recenter_every", 1))
+    recorded = _previous_steps(cal)
     n_c = len(shapes)
     offsets = np.zeros((len(devices), n_c, 2, bins), dtype=np.int64)
     counts = np.zeros_like(offsets)
     chunks: list[np.ndarray] = []
+    key_chunks: list[np.ndarray] = []
     start = 0
     edges = np.arange(bins + 1) / bins
     span = {d: ranges[d][1] - ranges[d][0] for d in devices}
@@ -166,28 +212,72 @@ def build_jump_table(cal: Calibration, bins: int = 64, min_steps: int = 12) -> J
     for c, (a, w) in enumerate(shapes):
         for p, s in enumerate((1, -1)):
             st = cal.fitted[(a, w, s)]
-            steps, positions = [], []
+            groups = []
             for d in devices:
                 on = st.device == d
-                order = np.argsort(st.before[on], kind="stable")
-                steps.append((st.delta[on] / span[d])[order])
-                positions.append(((st.before[on] - ranges[d][0]) / span[d])[order])
-            shrink = _read_noise_shrink(steps, read_var)
-            for i, (x_step, position) in enumerate(zip(steps, positions, strict=True)):
+                if s > 0:
+                    prev = [recorded.get((a, w, -1, d, r - 1), math.nan)
+                            if r % recenter_every else math.nan for r in st.repeat[on]]
+                else:
+                    prev = [recorded.get((a, w, 1, d, r), math.nan) for r in st.repeat[on]]
+                known = np.isfinite(prev)
+                order = np.argsort(st.before[on][known], kind="stable")
+                groups.append(((st.delta[on][known] / span[d])[order],
+                               ((st.before[on][known] - ranges[d][0]) / span[d])[order],
+                               (np.asarray(prev)[known] / span[d])[order]))
+            shrink = _read_noise_shrink([g[0] for g in groups], read_var)
+            for i, (x_step, position, prev) in enumerate(groups):
                 n = len(x_step)
-                chunks.append(x_step.mean() + (x_step - x_step.mean()) * shrink)
-                # Each bin: its own steps, or the min_steps measured nearest it in position.
+                x_step = x_step.mean() + (x_step - x_step.mean()) * shrink
+                # Each bin: its own steps, or the min_steps measured nearest it in position;
+                # stored sorted by key, so a draw can find the keys nearest a device's last step.
                 first = np.searchsorted(position, edges[:-1])
                 last = np.searchsorted(position, edges[1:])
                 size = min(min_steps, n)
                 low = np.clip((first + last - size) // 2, 0, n - size)
                 wide = last - first >= size
-                offsets[i, c, p] = start + np.where(wide, first, low)
-                counts[i, c, p] = np.where(wide, last - first, size)
-                start += n
+                pool_first = np.where(wide, first, low)
+                pool_count = np.where(wide, last - first, size)
+                for b in range(bins):
+                    pool = slice(pool_first[b], pool_first[b] + pool_count[b])
+                    by_key = np.argsort(prev[pool], kind="stable")
+                    chunks.append(x_step[pool][by_key])
+                    key_chunks.append(prev[pool][by_key])
+                    offsets[i, c, p, b], counts[i, c, p, b] = start, pool_count[b]
+                    start += pool_count[b]
     return JumpTable(np.asarray(shapes, dtype=float), np.array([ranges[d][0] for d in devices]),
                      np.array([ranges[d][1] for d in devices]), offsets, counts,
-                     np.concatenate(chunks).astype(np.float32), traces, bins)
+                     np.concatenate(chunks).astype(np.float32),
+                     np.concatenate(key_chunks).astype(np.float32), traces, bins, neighbours)
+
+
+@dataclass
+class _Walks:
+    """Walks of the fast path (:meth:`JumpTableArray._walk_sets`): per source device the
+    key-class edges, and position, last step, lowest and highest point of every walk after
+    every pair or pulse (flat, index ``(count * sources + source) * classes + class) *
+    samples + sample``), or None when no device needs them."""
+
+    edges: torch.Tensor
+    at: tuple[torch.Tensor, ...] | None
+
+    def follow(self, src: torch.Tensor, last: torch.Tensor, count: torch.Tensor,
+               pick: torch.Tensor, samples: int) -> tuple[torch.Tensor, ...]:
+        """Each device's displacement, last step, lowest and highest point after ``count``
+        pairs or pulses of walk ``pick`` of its source and its last step's class."""
+        if self.at is None:
+            zero = torch.zeros_like(last)
+            return zero, last, zero, zero
+        sources, classes = self.edges.shape[0], self.edges.shape[1] + 1
+        cls = torch.zeros_like(src)
+        for edge in self.edges.T:  # a few small look-ups, not one (devices, classes) gather
+            cls += edge[src] < last
+        flat = (((count.clamp(max=self.at[0].numel() // (sources * classes * samples) - 1)
+                  * sources + src) * classes + cls) * samples + pick)
+        moved, after, low, high = (a[flat] for a in self.at)
+        done = count > 0
+        return (torch.where(done, moved, 0.0), torch.where(done, after, last),
+                torch.where(done, low, 0.0), torch.where(done, high, 0.0))
 
 
 class JumpTableArray(ArrayBase):
@@ -197,7 +287,8 @@ class JumpTableArray(ArrayBase):
 
     def __init__(self, shape: tuple[int, ...] | int, table: JumpTable, *, seed: int = 0,
                  limits: PulseLimits | None = None, nominal_pulse: PulseShape | None = None,
-                 torch_device: str | torch.device = "cpu", name: str = "jump-table-twin"):
+                 torch_device: str | torch.device = "cpu", name: str = "jump-table-twin",
+                 sums_from: int = SUMS_FROM):
         self.shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
         self.table, self.seed, self.name = table, int(seed), name
         self.limits = limits or LimitsConfig().pulse_limits()
@@ -221,9 +312,13 @@ class JumpTableArray(ArrayBase):
         self._cursor = torch.randint(0, self._trace_length, self.shape,
                                      generator=self.generator, device=dev)
         self._steps = torch.as_tensor(table.steps, device=dev)
+        self._previous = torch.as_tensor(table.previous, device=dev)
+        self.last_step = torch.zeros(self.shape, device=dev)
+        """Each device's last step (track fractions): the Markov state its next draw keys on."""
         self._offsets = torch.as_tensor(table.offsets.reshape(-1), device=dev)
-        self._counts = torch.as_tensor(table.counts.reshape(-1), dtype=torch.float32,
-                                       device=dev)
+        self._counts = torch.as_tensor(table.counts.reshape(-1), device=dev)
+        self._search_steps = max(int(table.counts.max()), 1).bit_length()
+        self.sums_from = sums_from
         self.pulses_applied = 0
 
     @property
@@ -250,38 +345,150 @@ class JumpTableArray(ArrayBase):
         plan.check_against(self.shape, self.limits)
         t = self.table
         c_push, c_pull = t.shape_index(plan.push_shape), t.shape_index(plan.pull_shape)
-        push = plan.push.to(self.torch_device).reshape(-1)
-        pull = plan.pull.to(self.torch_device).reshape(-1)
+        push = plan.push.to(self.torch_device).reshape(-1).long()
+        pull = plan.pull.to(self.torch_device).reshape(-1).long()
         src = self.source.reshape(-1)
-        n_c, bins = len(t.shapes), t.bins
-        # first flat index of each device's (shape, polarity) group; the bin is added per pulse
-        base_push = ((src * n_c + c_push) * 2 + 0) * bins
-        base_pull = ((src * n_c + c_pull) * 2 + 1) * bins
-        pairs = torch.minimum(push, pull)
-        total = push + pull
-        surplus_push = push > pull
         x = self.x.reshape(-1).clone()
-        touched = torch.zeros_like(x, dtype=torch.bool)
-        u = torch.empty_like(x)
-        fewest = int(total.min()) if total.numel() else 0
-        for j in range(int(total.max()) if total.numel() else 0):
-            if j % 2 == 0:
-                up = torch.where(j < 2 * pairs, True, surplus_push)
-            else:
-                up = torch.where(j < 2 * pairs, False, surplus_push)
-            flat = torch.where(up, base_push, base_pull) + (x * bins).long().clamp_(0, bins - 1)
-            u.uniform_(generator=self.generator)
-            k = self._offsets[flat] + (u * self._counts[flat]).long()
-            step = self._steps[k]
-            if j >= fewest:
-                step = torch.where(total > j, step, torch.zeros_like(step))
-            x += step
-            touched |= (x <= 0) | (x >= 1)
-            x.clamp_(0.0, 1.0)
-        self.x = x.reshape(self.shape)
+        last = self.last_step.reshape(-1).clone()
+        if self.size >= self.sums_from and t.bins == 1:
+            x, last, touched = self._apply_sums(src, (c_push, c_pull), push, pull, x, last)
+        else:
+            x, last, touched, _, _ = self._walk(src, (c_push, c_pull), push, pull, x, last)
+        self.x, self.last_step = x.reshape(self.shape), last.reshape(self.shape)
         self.pulses_applied += plan.total_pulses()
         return PulseReceipt(plan.push, plan.pull, devices_clipped=int(touched.sum()),
                             details={"model": "jump_table"})
+
+    def _walk(self, src: torch.Tensor, shapes: tuple[int, int], push: torch.Tensor,
+              pull: torch.Tensor, x: torch.Tensor, last: torch.Tensor, clip: bool = True,
+              trace: list[tuple[torch.Tensor, ...]] | None = None, every: int = 1,
+              ) -> tuple[torch.Tensor, ...]:
+        """The exact path: pulse after pulse in the hardware order, vectorised over devices.
+        Returns the positions, last steps, devices that touched an end, and (with ``clip``
+        off) the lowest and highest point of each walk; ``trace`` collects all four at the
+        start and after every ``every`` pulses."""
+        n_c, bins = len(self.table.shapes), self.table.bins
+        # first flat index of each device's (shape, polarity) group; the bin is added per pulse
+        base_push = ((src * n_c + shapes[0]) * 2 + 0) * bins
+        base_pull = ((src * n_c + shapes[1]) * 2 + 1) * bins
+        pairs = torch.minimum(push, pull)
+        total = push + pull
+        surplus_push = push > pull
+        touched = torch.zeros_like(x, dtype=torch.bool)
+        low, high = x.clone(), x.clone()
+        u = torch.empty_like(x)
+        if trace is not None:
+            trace.append((x, last, low.clone(), high.clone()))
+        for j in range(int(total.max()) if total.numel() else 0):
+            up = torch.where(j < 2 * pairs, j % 2 == 0, surplus_push)
+            position = (x * bins).long().clamp_(0, bins - 1) if bins > 1 else 0
+            flat = torch.where(up, base_push, base_pull) + position
+            u.uniform_(generator=self.generator)
+            target = x + self._steps[self._nearest_keys(flat, last, u)]
+            active = total > j
+            if clip:
+                touched |= active & ((target <= 0) | (target >= 1))
+                target.clamp_(0.0, 1.0)
+            moved = torch.where(active, target - x, torch.zeros_like(x))
+            x = x + moved
+            last = torch.where(active, moved, last)
+            if not clip:
+                torch.minimum(low, x, out=low)
+                torch.maximum(high, x, out=high)
+            if trace is not None and (j + 1) % every == 0:
+                trace.append((x, last, low.clone(), high.clone()))
+        return x, last, touched, low, high
+
+    def _apply_sums(self, src: torch.Tensor, shapes: tuple[int, int], push: torch.Tensor,
+                    pull: torch.Tensor, x: torch.Tensor, last: torch.Tensor,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The fast path at scale: each device follows one walk drawn afresh for this plan.
+
+        A plan is ``p`` push-pull pairs, then ``s`` pulses of one polarity (the hardware
+        order). Per source device and class of starting key (``SUM_CLASSES`` classes of
+        equal rank among the recorded keys of the first pulse), ``SUM_SAMPLES`` exact
+        unclipped walks of the most pairs in the plan record where they are after every
+        pair; so do walks of the largest surplus of each polarity. A device takes the class
+        of its own last step, one of that class's pair walks up to its ``p``, then, from
+        the class of where that walk's last step leaves it, one surplus walk up to its
+        ``s``. A device whose two walks would pass a track end from where it stands takes
+        the exact path instead, so no clipping is missed. The approximation: the memory of
+        the last step is kept to one class of ``SUM_CLASSES`` (at the start and between
+        the two parts), and within one plan the devices of a source and class share its
+        ``SUM_SAMPLES`` walks (each marginally exact; the next plan draws new ones)
+        (``tests/test_calibration_verdict.py`` compares it with the exact path)."""
+        dev, m = self.torch_device, SUM_SAMPLES
+        pairs = torch.minimum(push, pull)
+        surplus = (push - pull).abs()
+        up = push > pull
+        # pairs: one set of walks; then the surplus of each polarity
+        at_pairs = self._walk_sets(shapes, 0, int(pairs.max()), True)
+        at_push = self._walk_sets(shapes, 0, int(surplus[up].max()) if up.any() else 0, False)
+        at_pull = self._walk_sets(shapes, 1, int(surplus[~up].max()) if (~up).any() else 0,
+                                  False)
+        u = torch.randint(0, m, (2, *x.shape), generator=self.generator, device=dev)
+        step, new_last, low, high = at_pairs.follow(src, last, pairs, u[0], m)
+        push_part = at_push.follow(src, new_last, surplus, u[1], m)
+        pull_part = at_pull.follow(src, new_last, surplus, u[1], m)
+        part = [torch.where(up, a, b) for a, b in zip(push_part, pull_part, strict=True)]
+        low = torch.minimum(low, step + part[2])
+        high = torch.maximum(high, step + part[3])
+        step, new_last = step + part[0], part[1]
+        near_end = (x + low <= 0) | (x + high >= 1)
+        touched = torch.zeros_like(near_end)
+        if bool(near_end.any()):
+            idx = near_end.nonzero().squeeze(1)
+            exact = self._walk(src[idx], shapes, push[idx], pull[idx], x[idx], last[idx])
+            step[idx], new_last[idx], touched[idx] = exact[0] - x[idx], exact[1], exact[2]
+        return x + step, new_last, touched
+
+    def _walk_sets(self, shapes: tuple[int, int], polarity: int, length: int,
+                   pairs: bool) -> _Walks:
+        """``SUM_SAMPLES`` walks per source device and key class: ``length`` push-pull
+        pairs (``pairs``), else ``length`` pulses of ``polarity`` (0 push, 1 pull), each
+        position, last step, lowest and highest point recorded after every pair or pulse."""
+        t, dev = self.table, self.torch_device
+        k_cls, m, n_c = SUM_CLASSES, SUM_SAMPLES, len(t.shapes)
+        sources = torch.arange(t.devices, device=dev)
+        group = (sources * n_c + shapes[polarity]) * 2 + polarity   # first pulse's keys
+        start, count = self._offsets[group], self._counts[group]
+        ranks = torch.arange(1, k_cls, device=dev) * count[:, None] // k_cls
+        edges = self._previous[start[:, None] + ranks]               # (sources, k_cls - 1)
+        if length == 0:
+            return _Walks(edges, None)
+        v = torch.rand((t.devices, k_cls, m), generator=self.generator, device=dev)
+        cls = torch.arange(k_cls, device=dev)[None, :, None]
+        rank = torch.minimum(((cls + v) * count[:, None, None] / k_cls).long(),
+                             count[:, None, None] - 1)
+        key = self._previous[start[:, None, None] + rank].reshape(-1)
+        walk_src = sources.repeat_interleave(k_cls * m)
+        n = torch.full_like(walk_src, length)
+        zero = torch.zeros_like(walk_src)
+        push, pull = (n, n) if pairs else ((n, zero) if polarity == 0 else (zero, n))
+        trace: list[tuple[torch.Tensor, ...]] = []
+        self._walk(walk_src, shapes, push, pull, torch.zeros(len(walk_src), device=dev),
+                   key, clip=False, trace=trace, every=2 if pairs else 1)
+        return _Walks(edges, tuple(torch.stack(v).reshape(-1) for v in zip(*trace,
+                                                                           strict=True)))
+
+    def _nearest_keys(self, flat: torch.Tensor, last: torch.Tensor,
+                      u: torch.Tensor) -> torch.Tensor:
+        """Index of one step per device, uniform among the ``neighbours`` of its group
+        (``flat``) whose keys are nearest its ``last`` step in rank (bisection over the
+        sorted keys, vectorised over devices)."""
+        first = self._offsets[flat]
+        count = self._counts[flat]
+        lo, hi = first.clone(), first + count
+        top = len(self._previous) - 1
+        for _ in range(self._search_steps):
+            mid = (lo + hi) // 2
+            below = self._previous[mid.clamp(max=top)] < last
+            searching = lo < hi
+            lo = torch.where(searching & below, mid + 1, lo)
+            hi = torch.where(searching & ~below, mid, hi)
+        k = count.clamp(max=self.table.neighbours)
+        start = torch.minimum((lo - k // 2).clamp(min=0), first + count - k).clamp(min=first)
+        return start + (u * k).long().clamp(max=k - 1)
 
     def read(self, n_averages: int = 1, devices: torch.Tensor | None = None) -> Readout:
         if int(n_averages) != n_averages or n_averages < 1:
@@ -307,6 +514,7 @@ class JumpTableArray(ArrayBase):
     def snapshot(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": "jump_table", "seed": self.seed,
                 "shape": list(self.shape), "position": self.x.detach().cpu().clone(),
+                "last_step": self.last_step.detach().cpu().clone(),
                 "read_cursor": self._cursor.detach().cpu().clone(),
                 "generator": self.generator.get_state(), "pulses_applied": self.pulses_applied}
 
@@ -314,6 +522,7 @@ class JumpTableArray(ArrayBase):
         if list(snapshot["shape"]) != list(self.shape) or snapshot["seed"] != self.seed:
             raise ValueError("snapshot belongs to a jump-table twin of another shape or seed")
         self.x = snapshot["position"].to(self.torch_device).clone()
+        self.last_step = snapshot["last_step"].to(self.torch_device).clone()
         self._cursor = snapshot["read_cursor"].to(self.torch_device).clone()
         self.generator.set_state(snapshot["generator"])
         self.pulses_applied = int(snapshot["pulses_applied"])

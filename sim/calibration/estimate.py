@@ -127,6 +127,11 @@ def calibrate(records: list[Record], base: TwinParams | None = None, *,
         for k, v in data.items():
             cols[k].append(v)
     s = {k: np.concatenate(v) for k, v in cols.items()}
+    amplitudes = np.unique(s["amplitude_volts"])
+    if len(amplitudes) < 2:
+        raise DatasetError(f"switching_statistics: steps at {len(amplitudes)} amplitude(s) "
+                           f"({', '.join(f'{a:g} V' for a in amplitudes)}); the drive law and "
+                           f"its threshold need two or more")
     rep = s["repeat"].astype(int)
     held = (rep % heldout_every == heldout_every - 1) if heldout_every > 1 else rep < 0
     fit_rows = ~held
