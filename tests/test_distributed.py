@@ -1,0 +1,120 @@
+"""Training on two gloo ranks (spawned processes on 127.0.0.1) matches training on one:
+same seed and shards, bit-identical weights and records; a run started on one rank
+resumes on two."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dwlab.records import read_events, read_table
+
+# 8 batches in one epoch (pictures of the devices are drawn per epoch: slow); checkpoints
+# every 3 steps.
+TRAINING = {"width": 8, "epochs": 1, "limit_train": 256, "limit_test": 32,
+            "burn_in_epochs": 0.5, "stationarity_z": None, "thinning_steps": 2,
+            "max_samples": 3, "checkpoint_every_steps": 3, "compare_float": False}
+LABEL = "push_pull_pair-5bit"
+KILL_AT_STEP = 5  # the last checkpoint was at step 3
+
+# The CLI, with a hook that SIGKILLs the process right after the chosen step (0: never).
+CHILD = textwrap.dedent("""
+    import os, signal, sys
+    from dwlab.app.training import TrainingRun
+    from dwlab.app.cli import main
+
+    def after_step(self, step):
+        if self.spec.scheme != "float_sgd" and step == int(sys.argv[1]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    TrainingRun.after_step = after_step
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(args: list[str], world_size: int, kill_at: int = 0) -> list[subprocess.Popen]:
+    """``dwlab ARGS`` on ``world_size`` ranks, as torchrun would start them."""
+    port = free_port()
+    procs = []
+    for rank in range(world_size):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
+               "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(kill_at), *args, "--no-progress"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def finish(procs: list[subprocess.Popen]) -> list[int]:
+    codes = []
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        codes.append(p.returncode)
+        if p.returncode:
+            print(err)
+    return codes
+
+
+def assert_same_training(a: Path, b: Path) -> None:
+    wa, wb = (torch.load(f / LABEL / "model_final.pt", weights_only=True) for f in (a, b))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), f"{key} differs"
+    losses = [{int(r["step"]): r["loss"] for r in read_table(f / LABEL / "steps.csv")}
+              for f in (a, b)]
+    assert losses[0] == losses[1]
+    ra, rb = (json.loads((f / LABEL / "result.json").read_text()) for f in (a, b))
+    for key in ("accuracy", "nll", "pulses_total", "samples", "steps"):
+        assert ra[key] == rb[key], key
+
+
+@pytest.fixture
+def config(tmp_path, digits_twin_config) -> Path:
+    path = tmp_path / "dist.yaml"
+    data = digits_twin_config("dist", 5, update_bits=5, **TRAINING)
+    data["controller"]["calibration_pulses"] = 256  # quicker programming
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_two_ranks_train_as_one_and_resume_a_run_of_one(tmp_path, config):
+    one, two, killed = tmp_path / "one", tmp_path / "two", tmp_path / "killed"
+    train = ["train", "--config", str(config), "--shards", "2"]
+    assert finish(launch([*train, "--run-dir", str(one)], 1)) == [0]
+    assert finish(launch([*train, "--run-dir", str(two)], 2)) == [0, 0]
+
+    assert_same_training(one, two)
+    # only rank 0 wrote the folder; it records the world size
+    meta = json.loads((two / "metadata.json").read_text())
+    assert meta["distributed"] == {"shards": 2, "world_sizes": [2]}
+    assert read_events(two / "events.jsonl")[0]["world_size"] == 2
+    assert [r["step"] for r in read_table(two / LABEL / "steps.csv")] == [
+        str(s) for s in range(1, 9)]
+
+    # A run killed on one rank resumes on two and ends where the straight run ended.
+    assert finish(launch([*train, "--run-dir", str(killed)], 1, KILL_AT_STEP)) == [
+        -signal.SIGKILL]
+    assert torch.load(killed / LABEL / "checkpoint.pt",
+                      weights_only=True)["state"]["step"] == 3
+    assert finish(launch(["train", "--resume", str(killed)], 2)) == [0, 0]
+    assert_same_training(one, killed)
+    meta = json.loads((killed / "metadata.json").read_text())
+    assert meta["distributed"]["world_sizes"] == [1, 2]
