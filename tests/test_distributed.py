@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from dwlab.sim.twin import TwinArray
 
+from dwlab.app.training.distributed import Parallel, ShardedArray, block_bounds, sharded_factory
+from dwlab.core.errors import ConfigError, PulseLimitError
+from dwlab.core.types import PulsePlan
 from dwlab.records import read_events, read_table
 
 # 8 batches in one epoch (pictures of the devices are drawn per epoch: slow); checkpoints
@@ -118,3 +122,50 @@ def test_two_ranks_train_as_one_and_resume_a_run_of_one(tmp_path, config):
     assert_same_training(one, killed)
     meta = json.loads((killed / "metadata.json").read_text())
     assert meta["distributed"]["world_sizes"] == [1, 2]
+
+
+def test_a_sharded_array_is_its_blocks_side_by_side():
+    """On one rank a sharded array holds every block: reads are the blocks' reads in
+    order, a plan reaches each block as its slice, and a snapshot restores the whole."""
+    shape, shards = (2, 5, 7), 3
+    bounds = block_bounds(70, shards)
+    assert bounds == [(0, 24), (24, 47), (47, 70)]
+
+    def blocks() -> dict[int, TwinArray]:
+        return {b: TwinArray(stop - start, seed=10 + b) for b, (start, stop) in
+                enumerate(bounds)}
+
+    array = ShardedArray(shape, Parallel(0, 1, shards), blocks())
+    alone = blocks()  # the same twins, driven one by one
+    assert array.describe().shape == shape
+    push = torch.randint(0, 20, shape)
+    pull = torch.randint(0, 20, shape)
+    pulse = array.describe().nominal_pulse
+    saved = array.snapshot()
+    array.apply(PulsePlan(push, pull, pulse, pulse))
+    for b, (start, stop) in enumerate(bounds):
+        alone[b].apply(PulsePlan(push.reshape(-1)[start:stop], pull.reshape(-1)[start:stop],
+                                 pulse, pulse))
+    g = array.read().conductance_siemens
+    expected = torch.cat([alone[b].read().conductance_siemens for b in range(shards)])
+    assert torch.equal(g, expected.reshape(shape))
+
+    again = ShardedArray(shape, Parallel(0, 1, shards), blocks())
+    again.restore(saved)
+    again.apply(PulsePlan(push, pull, pulse, pulse))
+    assert torch.equal(again.read().conductance_siemens, g)
+
+    too_many = torch.full(shape, array.describe().limits.max_pulses_per_device + 1)
+    before = array.snapshot()
+    with pytest.raises(PulseLimitError):
+        array.apply(PulsePlan(too_many, torch.zeros(shape, dtype=torch.long), pulse, pulse))
+    for a, b in zip(before["blocks"], array.snapshot()["blocks"], strict=True):
+        assert torch.equal(a["position"], b["position"])
+
+
+def test_what_cannot_be_sharded_is_refused_by_name():
+    with pytest.raises(ConfigError, match="3 shard"):
+        Parallel(0, 2, 3)
+    build = sharded_factory(lambda *a: None, Parallel(0, 1, 2), twin_names=set())
+    with pytest.raises(ConfigError, match="arrays.bench"):
+        build("bench", (4, 4), 0)
