@@ -7,9 +7,9 @@ Each case runs in its own process (one case's memory and caches never slow anoth
 - ``first``: push-pull SGLD steps of the same network through differential pairs of twin
   devices, right after programming (every wall mid-track);
 - ``late``: the same, with the walls where a real run left them: positions drawn (with
-  replacement, per array) from the walls at the end of the whole push-pull run below, so
-  the walls near the track ends take the exact pulse-by-pulse path as they do late in
-  training.
+  replacement, per array) from the walls at the end of the whole push-pull run below (or
+  of ``--late-from RUN_DIR``, a longer run), so the walls near the track ends take the
+  exact pulse-by-pulse path as they do late in training.
 
 Arrays and controller come from the CIFAR-10 lab config (bench precision: the array's own
 pulse; ``update_range`` applies only to the fixed-range ablation). Per case: the median
@@ -240,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="Fashion-MNIST training images of the whole runs")
     ap.add_argument("--run-epochs", type=int, default=2)
     ap.add_argument("--case", choices=("float", "first", "late"), help=argparse.SUPPRESS)
-    ap.add_argument("--late-from", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--late-from", type=Path, metavar="RUN_DIR",
+                    help="take the late walls from this run folder's push-pull checkpoint "
+                         "(a ResNet18 run of any width, e.g. a full fashion_resnet18.yaml "
+                         "run) instead of the whole run's")
     args = ap.parse_args(argv)
     if args.case:  # a worker process
         print(json.dumps(worker(args)))
@@ -252,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         float_run = whole_run(args, runs / "float", "float_sgd")
         f = run_case(args, "float", [])
         first = run_case(args, "first", [])
-        late = run_case(args, "late", ["--late-from", str(runs / "push_pull")])
+        late_from = args.late_from or runs / "push_pull"
+        late = run_case(args, "late", ["--late-from", str(late_from)])
     where = torch.cuda.get_device_name(0) if args.device == "cuda" else (
         f"cpu, {torch.get_num_threads()} threads")
     whole = device_run["train_seconds"] / float_run["train_seconds"]

@@ -10,13 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from dwlab.sim.twin import TwinArray
+from test_resume import CHILD  # the CLI with a hook that SIGKILLs it after a chosen step
 
 from dwlab.app.training.distributed import Parallel, ShardedArray, block_bounds, sharded_factory
 from dwlab.core.errors import ConfigError, PulseLimitError
@@ -30,20 +30,6 @@ TRAINING = {"width": 8, "epochs": 1, "limit_train": 256, "limit_test": 32,
             "max_samples": 3, "checkpoint_every_steps": 3, "compare_float": False}
 LABEL = "push_pull_pair-5bit"
 KILL_AT_STEP = 5  # the last checkpoint was at step 3
-
-# The CLI, with a hook that SIGKILLs the process right after the chosen step (0: never).
-CHILD = textwrap.dedent("""
-    import os, signal, sys
-    from dwlab.app.training import TrainingRun
-    from dwlab.app.cli import main
-
-    def after_step(self, step):
-        if self.spec.scheme != "float_sgd" and step == int(sys.argv[1]):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    TrainingRun.after_step = after_step
-    sys.exit(main(sys.argv[2:]))
-""")
 
 
 def free_port() -> int:
@@ -62,7 +48,7 @@ def launch(args: list[str], world_size: int, kill_at: int = 0) -> list[subproces
                "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
                "OMP_NUM_THREADS": "1"}
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(kill_at), *args, "--no-progress"],
+            [sys.executable, "-c", CHILD, str(kill_at), *args, "--no-progress"],  # 0: no kill
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 

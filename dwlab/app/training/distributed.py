@@ -169,8 +169,10 @@ def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         totals[1] += (logits.argmax(1) == y[idx]).sum()
     if parallel.active:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
+        # one message for all gradients
         flat = parallel.sum_(torch.cat([g.reshape(-1) for g in grads]).to(_comm_device()))
-        torch.nn.utils.vector_to_parameters(flat.to(grads[0].device), grads)
+        for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+            g.copy_(part.view_as(g))
         totals = parallel.sum_(totals.to(_comm_device())).to(y.device)
     return totals[0].float(), totals[1] / len(y)
 
