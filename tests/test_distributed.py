@@ -23,7 +23,7 @@ from dwlab.core.errors import ConfigError, PulseLimitError
 from dwlab.core.types import PulsePlan
 from dwlab.records import read_events, read_table
 
-# 8 batches in one epoch (pictures of the devices are drawn per epoch: slow); checkpoints
+# 8 batches in one epoch (the device pictures are drawn at the last epoch: slow); checkpoints
 # every 3 steps.
 TRAINING = {"width": 8, "epochs": 1, "limit_train": 256, "limit_test": 32,
             "burn_in_epochs": 0.5, "stationarity_z": None, "thinning_steps": 2,
