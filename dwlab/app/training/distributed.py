@@ -24,7 +24,8 @@ the device physics, and keeps every rank's model identical without further messa
 
 A checkpoint holds every block's state (gathered), so a run resumes on any world size that
 divides its ``shards``. Rank 0 writes the run folder; the others write their (identical)
-records into a scratch folder that is removed at the end.
+records into a scratch folder that is removed at the end. Evaluation on the test set is
+not divided: every rank runs it (the ranks stay in step without a message).
 """
 
 from __future__ import annotations
