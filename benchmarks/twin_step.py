@@ -1,38 +1,47 @@
-"""Cost of training through the twin: float SGD step vs push-pull SGLD step on ResNet18.
+"""Cost of training through the twin: float SGD vs push-pull SGLD on ResNet18.
 
-One run, one table: a CIFAR-style ResNet18 (dwlab.app.models) at batch 128 on random 32x32
-images, trained by float SGD and, on a second copy, by push-pull SGLD through differential
-pairs of twin devices (22.4 M devices at width 64) at 7-bit update precision. Arrays and
-controller come from the CIFAR-10 lab config (its nominal pulse, limits, lr and fixed
-update range: the controller scales the pulse width so 2^bits - 1 pulses span
-``controller.update_range``). Steps of the two alternate, so slow drifts of a shared
-machine hit both alike.
+Each case runs in its own process (one case's memory and caches never slow another's):
 
-    python benchmarks/twin_step.py --device cpu --steps 3
-    python benchmarks/twin_step.py --device cuda --steps 20
+- ``float``: float SGD steps of a CIFAR-style ResNet18 (dwlab.app.models) at batch 128 on
+  random 32x32 images;
+- ``first``: push-pull SGLD steps of the same network through differential pairs of twin
+  devices, right after programming (every wall mid-track);
+- ``late``: the same, with the walls where a real run left them: positions drawn (with
+  replacement, per array) from the walls at the end of the whole push-pull run below (or
+  of ``--late-from RUN_DIR``, a longer run), so the walls near the track ends take the
+  exact pulse-by-pulse path as they do late in training.
+
+Arrays and controller come from the CIFAR-10 lab config (bench precision: the array's own
+pulse; ``update_range`` applies only to the fixed-range ablation). Per case: the median
+step, its forward+backward and its ``opt.step()`` (device update and read-back), and from
+extra steps synchronised around the twin, the twin's apply and read.
+
+The whole run: ``dwlab train`` of ``lab_configs/fashion_resnet18.yaml`` at the same width
+on the first ``--run-images`` Fashion-MNIST images, push-pull and float SGD, each alone in
+its own process; the ratio of their ``train_seconds`` (result.json: the training loop's
+wall time, evaluations excluded).
+
+    python benchmarks/twin_step.py --width 16 --steps 3
+    python benchmarks/twin_step.py --device cuda --width 64 --steps 20
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from dwlab.app.backends import build_array
-from dwlab.app.models import ResNet18
-from dwlab.app.training import with_training_overrides
-from dwlab.config import evolve, load_config
-from dwlab.core.device import DeviceArray
-from dwlab.sgld.controller import build_optimizer
-
-CONFIG = Path(__file__).resolve().parents[1] / "lab_configs" / "cifar10_resnet18.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "lab_configs" / "cifar10_resnet18.yaml"
+RUN_CONFIG = ROOT / "lab_configs" / "fashion_resnet18.yaml"
 
 
 def sync(device: torch.device) -> None:
@@ -42,12 +51,14 @@ def sync(device: torch.device) -> None:
 
 class TimedTwin:
     """A twin that, while ``timing`` is on, adds the seconds of its apply and read to
-    ``seconds`` (synchronising around each, so only the breakdown steps pay for that)."""
+    ``seconds`` (synchronising around each, so only the breakdown steps pay for that), and
+    counts the devices that took the near-end path."""
 
     timing = False
     seconds = {"apply": 0.0, "read": 0.0}
+    near_end = 0
 
-    def __init__(self, twin: DeviceArray, device: torch.device):
+    def __init__(self, twin, device: torch.device):
         self.twin, self.device = twin, device
 
     def _timed(self, key, call, *args, **kwargs):
@@ -61,7 +72,11 @@ class TimedTwin:
         return out
 
     def apply(self, plan):
-        return self._timed("apply", self.twin.apply, plan)
+        receipt = self._timed("apply", self.twin.apply, plan)
+        if TimedTwin.timing:
+            TimedTwin.near_end += sum(receipt.details.get(k, 0)
+                                      for k in ("near_one_end", "near_both_ends"))
+        return receipt
 
     def read(self, n_averages=1, devices=None):
         return self._timed("read", self.twin.read, n_averages, devices)
@@ -85,53 +100,75 @@ class TimedTwin:
         self.safe_state()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per optimiser")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per optimiser")
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--width", type=int, default=64, help="ResNet18 base width")
-    ap.add_argument("--bits", type=int, default=7, help="update precision (pulse budget)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--config", type=Path, default=CONFIG,
-                    help="lab config of the arrays and the controller (default: CIFAR-10's)")
-    args = ap.parse_args(argv)
+def end_positions(run_dir: Path) -> dict[str, torch.Tensor]:
+    """Wall positions per parameter at the last checkpoint of a run folder's push-pull run."""
+    (ckpt,) = [p for p in run_dir.glob("*/checkpoint.pt") if p.parent.name != "float_sgd"]
+    state = torch.load(ckpt, weights_only=True)
+    return {name: w["snapshot"]["position"].reshape(-1)
+            for name, w in state["optimizer"]["dwlab"]["weights"].items()}
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """One case in this process; returns its timings."""
+    from dwlab.app.backends import build_array
+    from dwlab.app.models import ResNet18
+    from dwlab.app.training import with_training_overrides
+    from dwlab.config import evolve, load_config
+    from dwlab.sgld.controller import build_optimizer
+
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     loaded = with_training_overrides(load_config(args.config), torch_device=args.device)
     loaded = dataclasses.replace(loaded, config=evolve(loaded.config, seed=args.seed))
-    ctrl = evolve(loaded.config.controller, scheme="push_pull_pair", update_bits=args.bits)
-
-    float_model = ResNet18(in_channels=3, num_classes=10, width=args.width).to(device)
-    device_model = copy.deepcopy(float_model)
-    n_data = 50_000
-    float_opt = build_optimizer(
-        float_model, evolve(ctrl, scheme="float_sgd"), dataset_size=n_data
-    )
-
-    def factory(name: str, shape: tuple[int, ...], seed_offset: int) -> TimedTwin:
-        return TimedTwin(build_array(loaded, name, shape, seed_offset), device)
-
-    t0 = time.perf_counter()
-    device_opt = build_optimizer(
-        device_model, ctrl, dataset_size=n_data, array_factory=factory,
-        mapping=loaded.config.mapping, seed=args.seed,
-    )
-    sync(device)
-    setup_s = time.perf_counter() - t0
-    n_weights = sum(dw.n_weights for dw in device_opt.weights)
-    n_devices = sum(dw.last_read.numel() for dw in device_opt.weights)
-    first = device_opt.weights[0]
-    nominal = first.array.describe().nominal_pulse
-
+    scheme = "float_sgd" if args.case == "float" else "push_pull_pair"
+    ctrl = evolve(loaded.config.controller, scheme=scheme, update_bits=args.bits)
+    model = ResNet18(in_channels=3, num_classes=10, width=args.width).to(device)
     gen = torch.Generator(device="cpu").manual_seed(args.seed)
     images = torch.randn(args.batch, 3, 32, 32, generator=gen).to(device)
     labels = torch.randint(0, 10, (args.batch,), generator=gen).to(device)
     loss_fn = torch.nn.CrossEntropyLoss()
 
-    def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[float, float]:
-        """Seconds for the whole step and for ``opt.step()`` alone."""
+    def forward_backward() -> float:
+        sync(device)
+        start = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(images), labels).backward()
+        sync(device)
+        return time.perf_counter() - start
+
+    # The same passes before any array exists: a control for what the arrays' presence
+    # (memory, caches) does to the network's own work in this process.
+    before = [forward_backward() for _ in range(args.warmup + args.steps)][args.warmup:]
+    out: dict = {"case": args.case, "forward_backward_before_s": statistics.median(before)}
+
+    def factory(name: str, shape: tuple[int, ...], seed_offset: int) -> TimedTwin:
+        return TimedTwin(build_array(loaded, name, shape, seed_offset), device)
+
+    t0 = time.perf_counter()
+    opt = build_optimizer(model, ctrl, dataset_size=50_000, array_factory=factory,
+                          mapping=loaded.config.mapping, seed=args.seed)
+    sync(device)
+    out["setup_s"] = time.perf_counter() - t0
+    if opt.weights:
+        out["devices"] = sum(dw.last_read.numel() for dw in opt.weights)
+        out["weights"] = sum(dw.n_weights for dw in opt.weights)
+        out["largest_update_fraction"] = opt.precision_report()["largest_update_fraction"]
+        out["pulse_width_s"] = opt.weights[0].pulse.width_seconds
+    if args.case == "late":
+        measured = end_positions(args.late_from)
+        gen = torch.Generator().manual_seed(args.seed)
+        for dw in opt.weights:
+            pool = measured[dw.name]
+            twin = dw.array.twin
+            pick = torch.randint(0, pool.numel(), (twin.x.numel(),), generator=gen)
+            twin.x = pool[pick].reshape(twin.x.shape).to(twin.x.device, twin.x.dtype)
+            dw.accept_read(dw.read(ctrl.read_averages))
+        out["walls_near_end"] = float(sum(
+            ((dw.array.twin.x < 0.05) | (dw.array.twin.x > 0.95)).sum()
+            for dw in opt.weights) / out["devices"])
+
+    def train_step() -> tuple[float, float, float]:
+        """Seconds of the whole step, of forward+backward and of ``opt.step()``."""
         sync(device)
         start = time.perf_counter()
         loss = loss_fn(model(images), labels)
@@ -142,58 +179,117 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
         sync(device)
         end = time.perf_counter()
-        return end - start, end - mid
+        return end - start, mid - start, end - mid
 
-    float_times, device_times, update_times, pulses = [], [], [], []
-    total = args.warmup + args.steps
-    for i in tqdm(range(total), desc="steps (float + push-pull)", file=sys.stderr):
-        f_step, _ = train_step(float_model, float_opt)
-        d_step, d_update = train_step(device_model, device_opt)
-        if i >= args.warmup:
-            float_times.append(f_step)
-            device_times.append(d_step)
-            update_times.append(d_update)
-            pulses.append(device_opt.last_stats.pulses_sent)
-    # Breakdown, from extra steps with the twin synchronised around apply and read.
-    TimedTwin.timing = True
-    breakdown_steps = max(1, min(3, args.steps))
-    update_total = 0.0
-    for _ in range(breakdown_steps):
-        update_total += train_step(device_model, device_opt)[1]
-    TimedTwin.timing = False
-    device_opt.close()
-    apply_s = TimedTwin.seconds["apply"] / breakdown_steps
-    read_s = TimedTwin.seconds["read"] / breakdown_steps
-    controller_s = update_total / breakdown_steps - apply_s - read_s
+    for _ in range(args.warmup):
+        train_step()
+    times = [train_step() for _ in range(args.steps)]
+    out["step_s"] = statistics.median(t[0] for t in times)
+    out["forward_backward_s"] = statistics.median(t[1] for t in times)
+    out["update_s"] = statistics.median(t[2] for t in times)
+    if opt.weights:  # breakdown, from extra steps with the twin synchronised
+        TimedTwin.timing = True
+        n = max(1, min(3, args.steps))
+        for _ in range(n):
+            train_step()
+        out["apply_s"] = TimedTwin.seconds["apply"] / n
+        out["read_s"] = TimedTwin.seconds["read"] / n
+        out["near_end_devices"] = TimedTwin.near_end / n
+        out["pulses"] = opt.last_stats.pulses_sent
+    opt.close()
+    return out
 
-    f_s = statistics.median(float_times)
-    d_s = statistics.median(device_times)
-    u_s = statistics.median(update_times)
-    p_step = statistics.mean(pulses)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"cpu, {torch.get_num_threads()} threads"
-    )
+
+def run_case(args: argparse.Namespace, case: str, extra: list[str]) -> dict:
+    cmd = [sys.executable, __file__, "--case", case, "--device", args.device,
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch",
+           str(args.batch), "--width", str(args.width), "--bits", str(args.bits),
+           "--seed", str(args.seed), "--config", str(args.config), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"case {case} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def whole_run(args: argparse.Namespace, folder: Path, scheme: str) -> dict:
+    """One ``dwlab train`` run alone in its process; its result.json."""
+    cmd = [sys.executable, "-m", "dwlab.app.cli", "train", "--config", str(RUN_CONFIG),
+           "--scheme", scheme, "--no-float", "--width", str(args.width),
+           "--limit-train", str(args.run_images), "--limit-test", "1000",
+           "--epochs", str(args.run_epochs), "--device", args.device,
+           "--run-dir", str(folder), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"whole run ({scheme}) failed:\n{proc.stderr}")
+    (result,) = folder.glob("*/result.json")
+    return json.loads(result.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per case")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per case")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--width", type=int, default=64, help="ResNet18 base width")
+    ap.add_argument("--bits", type=int, default=7, help="update precision (pulse budget)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", type=Path, default=CONFIG,
+                    help="lab config of the arrays and the controller (default: CIFAR-10's)")
+    ap.add_argument("--run-images", type=int, default=6400,
+                    help="Fashion-MNIST training images of the whole runs")
+    ap.add_argument("--run-epochs", type=int, default=2)
+    ap.add_argument("--case", choices=("float", "first", "late"), help=argparse.SUPPRESS)
+    ap.add_argument("--late-from", type=Path, metavar="RUN_DIR",
+                    help="take the late walls from this run folder's push-pull checkpoint "
+                         "(a ResNet18 run of any width, e.g. a full fashion_resnet18.yaml "
+                         "run) instead of the whole run's")
+    args = ap.parse_args(argv)
+    if args.case:  # a worker process
+        print(json.dumps(worker(args)))
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="twin-step-") as tmp:
+        runs = Path(tmp)
+        device_run = whole_run(args, runs / "push_pull", "push_pull_pair")
+        float_run = whole_run(args, runs / "float", "float_sgd")
+        f = run_case(args, "float", [])
+        first = run_case(args, "first", [])
+        late_from = args.late_from or runs / "push_pull"
+        late = run_case(args, "late", ["--late-from", str(late_from)])
+    where = torch.cuda.get_device_name(0) if args.device == "cuda" else (
+        f"cpu, {torch.get_num_threads()} threads")
+    whole = device_run["train_seconds"] / float_run["train_seconds"]
     rows = [
         ("device", where),
-        ("model", f"ResNet18 width {args.width}, {n_weights / 1e6:.2f} M device weights"),
-        ("devices (differential pairs)", f"{n_devices / 1e6:.2f} M"),
-        ("batch / timed steps", f"{args.batch} / {args.steps} (median)"),
-        ("config", f"{args.config.name}, lr {ctrl.lr:g}"),
-        ("update precision", f"{args.bits} bits (K = {2**args.bits - 1} pulses per device)"),
-        ("update range (fraction of the window)", f"{ctrl.update_range}"),
-        ("update pulse width", f"{first.pulse.width_seconds:.3g} s (nominal "
-                               f"{nominal.width_seconds:.3g} s)"),
-        ("float SGD step", f"{f_s:.4f} s"),
-        ("push-pull SGLD step (twin)", f"{d_s:.4f} s"),
-        ("ratio push-pull / float", f"{d_s / f_s:.3f}"),
-        ("device update + read-back (opt.step)", f"{u_s:.4f} s"),
-        ("  of which twin apply (breakdown steps)", f"{apply_s:.4f} s"),
-        ("  of which twin read", f"{read_s:.4f} s"),
-        ("  of which controller arithmetic", f"{controller_s:.4f} s"),
-        ("device-pulse events per step", f"{p_step:.4g}"),
-        ("device-pulse events per second (step)", f"{p_step / d_s:.4g}"),
-        ("device-pulse events per second (update)", f"{p_step / u_s:.4g}"),
-        ("arrays built and programmed", f"{setup_s:.1f} s"),
+        ("model", f"ResNet18 width {args.width}, {first['weights'] / 1e6:.2f} M device "
+                  f"weights, {first['devices'] / 1e6:.2f} M devices (pairs)"),
+        ("batch / timed steps per case", f"{args.batch} / {args.steps} (median)"),
+        ("config", f"{args.config.name}, {args.bits} bits (K = {2**args.bits - 1})"),
+        ("largest update (fraction of the window)", f"{first['largest_update_fraction']:.3g}"),
+        ("update pulse width", f"{first['pulse_width_s']:.3g} s"),
+        ("float SGD step", f"{f['step_s']:.4f} s (forward+backward "
+                           f"{f['forward_backward_s']:.4f} s; before the optimiser "
+                           f"{f['forward_backward_before_s']:.4f} s)"),
+    ]
+    for name, case in (("first step", first), ("late training", late)):
+        rows += [
+            (f"push-pull step, {name}", f"{case['step_s']:.4f} s, **ratio "
+                                        f"{case['step_s'] / f['step_s']:.3f}**"),
+            ("  forward+backward (before the arrays were built)",
+             f"{case['forward_backward_s']:.4f} s ({case['forward_backward_before_s']:.4f} s)"),
+            ("  device update + read-back", f"{case['update_s']:.4f} s (twin apply "
+                                            f"{case['apply_s']:.4f} s, read "
+                                            f"{case['read_s']:.4f} s)"),
+            ("  devices on the near-end path per step", f"{case['near_end_devices']:.4g}"),
+        ]
+    rows += [
+        ("late: walls within 5 % of a track end", f"{100 * late['walls_near_end']:.1f} %"),
+        ("whole run: Fashion-MNIST images x epochs", f"{args.run_images} x {args.run_epochs}"
+                                                     f" ({device_run['steps']} steps)"),
+        ("whole run: push-pull / float train time",
+         f"{device_run['train_seconds']:.1f} s / {float_run['train_seconds']:.1f} s, "
+         f"**ratio {whole:.3f}**"),
     ]
     width = max(len(k) for k, _ in rows)
     print(f"| {'quantity'.ljust(width)} | value |")

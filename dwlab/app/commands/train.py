@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from dwlab.app.training import (
     start_run_folder,
     train_run_folder,
 )
+from dwlab.app.training.distributed import from_environment, leave
+from dwlab.core.errors import ConfigError
 from dwlab.core.schemes import Scheme
 from dwlab.records import new_run_dir
 from dwlab.records.export import load_run
@@ -43,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bits", type=int, help="override controller.update_bits")
     p.add_argument("--no-float", action="store_true",
                    help="skip the float SGD reference run")
+    p.add_argument("--shards", type=int,
+                   help="split every batch and every twin array into this many shards, "
+                        "shared by the ranks of torchrun (default: the world size; fixed "
+                        "for the run: the same seed and shards give the same training on "
+                        "any world size that divides them)")
     add_training_options(p)
     add_simulate_option(p)
     p.set_defaults(func=run_train)
@@ -63,6 +71,12 @@ def run_train(args: argparse.Namespace) -> int:
         if args.simulate:
             return simulate_refused_on_resume()
         run = open_run_folder(args.resume)
+        if args.shards not in (None, run.shards):
+            raise ConfigError(f"the run is split into {run.shards} shard(s), not "
+                              f"{args.shards}: resume without --shards",
+                              file=str(run.path / "metadata.json"), key="distributed.shards")
+        parallel = from_environment(run.loaded.config.training.torch_device, run.shards)
+        run = dataclasses.replace(run, parallel=parallel)
     else:
         loaded, simulated = apply_simulate(config_with_overrides(args.config, args),
                                            args.simulate)
@@ -70,9 +84,19 @@ def run_train(args: argparse.Namespace) -> int:
         specs = train_specs(args.scheme or cfg.controller.scheme,
                             args.bits or cfg.controller.update_bits, cfg.seed,
                             cfg.training.compare_float and not args.no_float)
-        folder = args.run_dir or new_run_dir(cfg.training.runs_dir, cfg.name)
-        run = start_run_folder(loaded, folder, "train", specs)
-        record_simulation(run.path, run.metadata, simulated)
+        parallel = from_environment(cfg.training.torch_device, args.shards)
+        folder = args.run_dir or (new_run_dir(cfg.training.runs_dir, cfg.name)
+                                  if parallel.is_main else None)
+        folder = parallel.broadcast_object(folder)  # rank 0 names the folder
+        run = start_run_folder(loaded, folder, "train", specs, parallel)
+        if parallel.is_main:
+            record_simulation(run.path, run.metadata, simulated)
+    if not parallel.is_main:  # the others train alike, silently
+        try:
+            train_run_folder(run, progress=False)
+        finally:
+            leave()
+        return ExitCode.OK
     cfg = run.loaded.config
     t = cfg.training
     print(f"dwlab train: {cfg.name}: {t.model} (width {t.width}) on {t.dataset}, "
@@ -82,6 +106,8 @@ def run_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"continue with: dwlab train --resume {run.path}", file=sys.stderr)
         raise
+    finally:
+        leave()
     load_run(run.path).to_netcdf()
     print(report(results, run.path))
     return ExitCode.OK

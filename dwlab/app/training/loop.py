@@ -31,6 +31,12 @@ from dwlab.app.training.checkpoint import (
     restore_rng_states,
     save_checkpoint,
 )
+from dwlab.app.training.distributed import (
+    Parallel,
+    average_buffers,
+    forward_backward,
+    records_folder,
+)
 from dwlab.app.training.metrics import autocast, classification_metrics, predict_probs
 from dwlab.app.training.posterior import ChainMonitor, PosteriorStore, WeightProjection
 from dwlab.app.training.results import RunOutcome, RunResult, read_result, write_result
@@ -102,13 +108,18 @@ class TrainingRun:
     """
 
     def __init__(self, loaded: LoadedConfig, spec: RunSpec, folder: Path, data: ImageData,
-                 progress: bool = True, stop: StopRequest | None = None):
+                 progress: bool = True, stop: StopRequest | None = None,
+                 parallel: Parallel | None = None):
         config = evolve(loaded.config, seed=spec.seed)
         self.loaded = dataclasses.replace(loaded, config=config)
         self.spec = spec
         self.folder = folder
         self.data = data
-        self.progress = progress
+        self.parallel = parallel or Parallel()
+        self.progress = progress and self.parallel.is_main
+        self.out = folder
+        """Where this process writes its records: ``folder`` but on ranks other than 0
+        (see :func:`~dwlab.app.training.distributed.records_folder`)."""
         self.tcfg = loaded.config.training
         self.device = torch.device(self.tcfg.torch_device)
         self.controller_cfg = spec.controller(loaded.config.controller)
@@ -134,6 +145,10 @@ class TrainingRun:
         done = read_result(self.folder)
         if done is not None:
             return done
+        with records_folder(self.folder, self.parallel) as self.out:
+            return self._run()
+
+    def _run(self) -> RunOutcome:
         seed = self.spec.seed
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
@@ -147,11 +162,11 @@ class TrainingRun:
         # The run owns what it opens: whatever ends it, its arrays are closed once and its
         # virtual lab stopped, and what they report (pulses applied, also before an
         # abort) lands in its folder.
-        device_events = EventLog(self.folder / "device_events.jsonl")
+        device_events = EventLog(self.out / "device_events.jsonl")
         try:
             with open_backends(self.loaded, device_events) as backends:
                 opt = build_training_optimizer(model, self.loaded, self.controller_cfg,
-                                               dataset_size, seed, backends)
+                                               dataset_size, seed, backends, self.parallel)
                 return self._train(model, opt)
         finally:
             device_events.close()
@@ -178,24 +193,26 @@ class TrainingRun:
         progress.attempt += 1
         restore_rng_states(ckpt["rng"])
         self._saved_step = progress.step
+        self.parallel.barrier()  # every rank has read it before rank 0 writes the next
         return progress
 
     def _checkpoint(self, model: nn.Module, opt: SGLDController, store: PosteriorStore,
                     chain: ChainMonitor, progress: Progress) -> None:
-        save_checkpoint(self.checkpoint_path, {
+        state = {
             "format": CHECKPOINT_FORMAT, "spec": dataclasses.asdict(self.spec),
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "samples": store.state_dict(), "chain": chain.state_dict(),
             "state": dataclasses.asdict(progress),
             "rng": capture_rng_states(),
-        })
+        }  # (built on every rank: the arrays' snapshots gather their blocks)
+        save_checkpoint(self.out / self.checkpoint_path.name, state)
         self._saved_step = progress.step
 
     def _step_boundary(self, step: int, save: Callable[[], None]) -> None:
         """After every recorded step: the test hook, then a requested stop (checkpoint
         here unless one was just written)."""
         self.after_step(step)
-        if self.stop.requested:
+        if self.parallel.any(self.stop.requested):
             if self._saved_step != step:
                 save()
             raise TrainingInterrupted(self.spec.label, step, step)
@@ -232,9 +249,9 @@ class TrainingRun:
             return predict_probs(model, self.data, tcfg.eval_batch_size, self.device,
                                  tcfg.bf16, tcfg.channels_last)
 
-        steps_log = TableWriter(self.folder / "steps.csv", STEP_COLUMNS)
-        epochs_log = TableWriter(self.folder / "epochs.csv", EPOCH_COLUMNS)
-        live = LiveView(self.folder)
+        steps_log = TableWriter(self.out / "steps.csv", STEP_COLUMNS)
+        epochs_log = TableWriter(self.out / "epochs.csv", EPOCH_COLUMNS)
+        live = LiveView(self.out)
         epoch_losses: list[float] = []
         bar = tqdm(total=total_steps, initial=state.step, desc=self.spec.label,
                    disable=None if self.progress else True, leave=False, dynamic_ncols=True)
@@ -247,16 +264,14 @@ class TrainingRun:
                                              epoch, start_batch, self.device):
                     if tcfg.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    with autocast(self.device, tcfg.bf16):
-                        logits = model(x)
-                        loss = F.cross_entropy(logits.float(), y)
+                    opt.zero_grad(set_to_none=True)
+                    loss, accuracy = self._forward_backward(model, x, y)
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(
                             f"{self.spec.label}: the training loss became {loss.item()} at "
                             f"step {state.step + 1}; lower controller.lr")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
                     opt.step()
+                    average_buffers(model, self.parallel)
                     stats = opt.last_stats
                     state.step += 1
                     state.pulses_total += stats.pulses_sent
@@ -273,7 +288,7 @@ class TrainingRun:
                         step_row = {
                             "attempt": state.attempt, "step": step, "epoch": epoch,
                             "batch": b, "loss": f"{loss.item():.6g}",
-                            "batch_accuracy": f"{(logits.argmax(1) == y).float().mean():.4f}",
+                            "batch_accuracy": f"{accuracy:.4f}",
                             "seconds": f"{state.seconds + time.perf_counter() - started:.3f}",
                             "weight_projection": f"{position:.8g}", **stats.logged(),
                         }
@@ -321,6 +336,21 @@ class TrainingRun:
             epochs_log.close()
         return self._finish(model, opt, store, chain, predict, state)
 
+    def _forward_backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of the batch's mean loss into ``model``; returns that loss and the
+        batch accuracy. Split over shards and ranks when the run is
+        (:func:`~dwlab.app.training.distributed.forward_backward`)."""
+        if self.parallel.sharded:
+            return forward_backward(model, x, y, self.parallel,
+                                    lambda: autocast(self.device, self.tcfg.bf16))
+        with autocast(self.device, self.tcfg.bf16):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+        if torch.isfinite(loss):  # (a diverged loss is refused before any update)
+            loss.backward()
+        return loss, (logits.argmax(1) == y).float().mean()
+
     def _picture_devices(self, opt: SGLDController, live: LiveView, step: int,
                          figures: bool) -> None:
         """The arrays as they stand after an epoch, from the last read-back (no extra read
@@ -349,7 +379,7 @@ class TrainingRun:
         windows = {dw.array_name: _window(dw) for dw in weights}
         live.figure("conductance/histograms", plots.conductance_histograms(
             readings, None, title=f"{self.spec.label} (step {step})", windows=windows), step)
-        plots.conductance_histograms(readings, self.folder / "conductance.png",
+        plots.conductance_histograms(readings, self.out / "conductance.png",
                                      title=f"{self.spec.label} (step {step})", windows=windows)
 
     def _evaluate_epoch(self, model: nn.Module, store: PosteriorStore,
@@ -398,13 +428,13 @@ class TrainingRun:
                    if self.uses_samples else None),
         )
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
-                   self.folder / "model_final.pt")
+                   self.out / "model_final.pt")
         if opt.weights:
             readings = {name: g.numpy() for name, g in device_conductances(opt).items()}
             plots.conductance_histograms(
-                readings, self.folder / "conductance.png", title=f"{self.spec.label} (end)",
+                readings, self.out / "conductance.png", title=f"{self.spec.label} (end)",
                 windows={dw.array_name: _window(dw) for dw in opt.weights})
-        write_result(self.folder, result)
+        write_result(self.out, result)
         return result
 
 

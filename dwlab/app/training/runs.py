@@ -6,10 +6,12 @@ reference for ``dwlab train``; every precision and seed for ``dwlab sweep``)::
     RUN/
       config.yaml      the resolved lab config (a record; ``--resume`` trains from it)
       metadata.json    versions, git revision, seeds, config path, runs, start/end times;
+                       ``distributed``: the run's shards and the world size of each attempt;
                        ``status`` (running / completed / interrupted / failed), ``error``
                        when it failed, and ``run_status`` per training run; rewritten
                        atomically as they change (a killed run still says ``running``)
-      events.jsonl     run-level events (start, resume, a run finished or failed,
+      events.jsonl     run-level events (start and resume with the world size, a run
+                       finished or failed,
                        interrupted with the step to resume from, failed with the error)
       <label>/         one training run
         steps.csv      per logged step: loss, weight projection, step size, device
@@ -42,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ import torch
 import yaml
 
 from dwlab.app.data import ImageData, load_dataset
+from dwlab.app.training.distributed import Parallel
 from dwlab.app.training.loop import TrainingDiverged, TrainingInterrupted, TrainingRun
 from dwlab.app.training.results import FailedRun, RunOutcome, write_result
 from dwlab.app.training.spec import RunSpec
@@ -76,11 +79,23 @@ class RunFolder:
     loaded: LoadedConfig
     specs: list[RunSpec]
     metadata: dict[str, Any]
+    parallel: Parallel = field(default_factory=Parallel)
+    """This process's rank; only rank 0 writes the folder's own records."""
+
+    @property
+    def shards(self) -> int:
+        """Slices of every batch and blocks of every array, fixed for the run."""
+        return int(self.metadata.get("distributed", {}).get("shards", 1))
 
 
-def start_run_folder(loaded: LoadedConfig, folder: Path, kind: str, specs: list[RunSpec]
-                     ) -> RunFolder:
-    """A new run folder, with the resolved config and the metadata written as records."""
+def start_run_folder(loaded: LoadedConfig, folder: Path, kind: str, specs: list[RunSpec],
+                     parallel: Parallel | None = None) -> RunFolder:
+    """A new run folder, with the resolved config and the metadata written as records (by
+    rank 0 alone when ``parallel`` has several ranks)."""
+    parallel = parallel or Parallel()
+    if not parallel.is_main:
+        return RunFolder(folder, loaded, list(specs),
+                         {"distributed": {"shards": parallel.shards}}, parallel)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "config.yaml",
                       yaml.safe_dump(to_data(loaded.config), sort_keys=False))
@@ -88,9 +103,10 @@ def start_run_folder(loaded: LoadedConfig, folder: Path, kind: str, specs: list[
                          config_path=str(loaded.path.resolve()),
                          runs=[dataclasses.asdict(s) for s in specs],
                          torch_device=loaded.config.training.torch_device,
-                         torch_threads=torch.get_num_threads())
+                         torch_threads=torch.get_num_threads(),
+                         distributed={"shards": parallel.shards, "world_sizes": []})
     atomic_write_json(folder / "metadata.json", meta)
-    return RunFolder(folder, loaded, list(specs), meta)
+    return RunFolder(folder, loaded, list(specs), meta, parallel)
 
 
 def open_run_folder(folder: Path) -> RunFolder:
@@ -126,9 +142,16 @@ def train_run_folder(run: RunFolder, progress: bool = True, keep_going: bool = F
     and the exception goes on to the caller.
     """
     folder = run.path
+    if not run.parallel.is_main:  # the other ranks train alike and record nothing here
+        with StopRequest() as stop:
+            return _train_runs(run, None, stop, False, keep_going, run_factory)
     events = EventLog(folder / "events.jsonl")
     resumed = any((folder / s.label / "checkpoint.pt").exists() for s in run.specs)
-    events.write({"time": now_iso(), "event": "resume" if resumed else "start"})
+    world = run.parallel.world_size
+    events.write({"time": now_iso(), "event": "resume" if resumed else "start",
+                  "world_size": world})
+    distributed = run.metadata.setdefault("distributed", {"shards": run.shards})
+    distributed.setdefault("world_sizes", []).append(world)
     mark(run, "running")
     try:
         with StopRequest() as stop:
@@ -149,7 +172,7 @@ def train_run_folder(run: RunFolder, progress: bool = True, keep_going: bool = F
     return results
 
 
-def _train_runs(run: RunFolder, events: EventLog, stop: StopRequest, progress: bool,
+def _train_runs(run: RunFolder, events: EventLog | None, stop: StopRequest, progress: bool,
                 keep_going: bool, run_factory: Callable[..., TrainingRun]
                 ) -> list[RunOutcome]:
     data = load_training_data(run.loaded)
@@ -166,17 +189,19 @@ def _train_runs(run: RunFolder, events: EventLog, stop: StopRequest, progress: b
         mark(run, "running", label=spec.label)
         try:
             training = run_factory(run.loaded, spec, run.path / spec.label, data, progress,
-                                   stop=stop)
+                                   stop=stop, parallel=run.parallel)
             training.on_epoch = redraw_curves
             result = training.run()
         except (TrainingDiverged, PlanError) as exc:
             if not keep_going:
                 raise
             result = FailedRun.of(spec, exc)
-            write_result(run.path / spec.label, result)
+            if run.parallel.is_main:
+                write_result(run.path / spec.label, result)
         mark(run, "failed" if isinstance(result, FailedRun) else "completed",
              label=spec.label)
-        events.write({"time": now_iso(), **result.event()})
+        if events is not None:
+            events.write({"time": now_iso(), **result.event()})
         results.append(result)
     if stop.requested:  # Ctrl-C while the last run finished: it is recorded, but say so
         raise KeyboardInterrupt
@@ -186,7 +211,10 @@ def _train_runs(run: RunFolder, events: EventLog, stop: StopRequest, progress: b
 def mark(run: RunFolder, status: RunStatus, error: str | None = None,
          label: str | None = None) -> None:
     """Record in ``metadata.json`` (atomically) how the run folder, or its training run
-    ``label``, stands. A folder that ends marks the run still ``running`` in it alike."""
+    ``label``, stands. A folder that ends marks the run still ``running`` in it alike.
+    (Rank 0 alone writes it.)"""
+    if not run.parallel.is_main:
+        return
     meta = run.metadata
     per_run: dict[str, str] = meta.setdefault("run_status", {})
     if label is not None:
@@ -202,7 +230,9 @@ def mark(run: RunFolder, status: RunStatus, error: str | None = None,
 
 
 def write_learning_curves(run: RunFolder) -> None:
-    """``learning_curves.png`` of every run of the folder so far."""
+    """``learning_curves.png`` of every run of the folder so far (by rank 0)."""
+    if not run.parallel.is_main:
+        return
     folder = run.path
     curves = {s.label: read_curves(folder / s.label) for s in run.specs
               if (folder / s.label / "steps.csv").exists()}
