@@ -89,6 +89,7 @@ def plan_update(
     scheme: Scheme, grad: torch.Tensor, weight: torch.Tensor, scale: DeviceScale, *,
     lr: float, prior: float, budget: int, pulse: PulseShape, generator: torch.Generator,
     work: Workspace | None = None, rounding: str = "stochastic",
+    common_shift: torch.Tensor | None = None,
 ) -> PlannedUpdate:
     """The pulse plan that moves ``weight`` by ``-lr * (grad + prior * weight)`` in the mean.
 
@@ -99,6 +100,11 @@ def plan_update(
     number per device from ``generator``; 'nearest' draws none. Neither ``grad`` nor
     ``weight`` is changed; the counts live in ``work`` (a fresh workspace by default), so a
     plan is valid until the next call with the same workspace.
+
+    ``common_shift`` (pairs only; S, the weight's shape): a conductance change both devices
+    of each pair aim at besides their halves of the weight change. It moves the pair's
+    common mode, not its weight, and costs no pulse: it only changes how each device's
+    ``K`` pulses split into pushes and pulls.
     """
     K = budget
     work = work or Workspace(weight.device)
@@ -109,6 +115,8 @@ def plan_update(
     if pair:
         torch.add(grad, weight, alpha=prior, out=target[0]).mul_(-lr / (2 * scale.alpha))
         torch.neg(target[0], out=target[1])
+        if common_shift is not None:
+            target.add_(common_shift)
     else:
         torch.add(grad, weight, alpha=prior, out=target).mul_(-lr / scale.alpha)
     push = work.get("push", array_shape, torch.int32)
