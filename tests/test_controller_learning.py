@@ -1,4 +1,5 @@
-"""A tiny model learns through every scheme: logistic regression on scikit-learn's digits."""
+"""A tiny model learns through every scheme as well as float SGD: logistic regression on
+scikit-learn's digits."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def digits():
     return x[:1400], y[:1400], x[1400:], y[1400:]
 
 
-@pytest.mark.parametrize("scheme", Scheme.names())
-def test_logistic_regression_learns_digits(scheme, digits):
+def train_and_test(scheme: str, digits) -> tuple[float, object]:
+    """Logistic regression trained for 4 epochs with ``scheme`` (same initial weights and
+    data order for every scheme); returns its test accuracy and the optimizer."""
     x_train, y_train, x_test, y_test = digits
     torch.manual_seed(0)
     model = torch.nn.Linear(64, 10)
@@ -48,10 +50,27 @@ def test_logistic_regression_learns_digits(scheme, digits):
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
             opt.step()
+    opt.close()
     with torch.no_grad():
-        accuracy = float((model(x_test).argmax(1) == y_test).float().mean())
-    assert accuracy > 0.6, f"{scheme}: test accuracy {accuracy:.3f} (chance is 0.1)"
+        return float((model(x_test).argmax(1) == y_test).float().mean()), opt
+
+
+@pytest.fixture(scope="module")
+def float_sgd_accuracy(digits):
+    return train_and_test("float_sgd", digits)[0]
+
+
+@pytest.mark.parametrize("scheme", [s for s in Scheme.names() if s != "float_sgd"])
+def test_every_scheme_learns_as_well_as_float_sgd(scheme, digits, float_sgd_accuracy):
+    """Each scheme ends within 5 points of float SGD's test accuracy (397 images: one
+    standard error of an accuracy near 85 % is 1.8 points). Measured: float SGD 85.9 %,
+    push-pull pair 85.6 %, gradient-only 84.4 %, push-pull on one device 83.6 %, float
+    SGLD 85.9 %. With the device noise five times too large (variance 25x) it fails:
+    push-pull 69.0 %, push-pull pair 77.3 % (gradient-only, whose noise comes with its few
+    pulses, 84.1 %)."""
+    accuracy, opt = train_and_test(scheme, digits)
+    print(f"{scheme}: {accuracy:.3f}, float SGD {float_sgd_accuracy:.3f}")
+    assert accuracy > float_sgd_accuracy - 0.05
     if scheme in ("push_pull", "push_pull_pair"):
         assert opt.last_stats.pulses_sent >= 127 * 640
         assert 0 < opt.last_stats.effective_temperature < 1
-    opt.close()
