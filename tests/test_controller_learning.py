@@ -3,56 +3,24 @@ scikit-learn's digits."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
-import torch
-from dwlab.sim.twin import PRESETS, TwinArray
-from sklearn.datasets import load_digits
+from digits_logistic_support import digits_split, train_logistic
 
 from dwlab.config import ControllerConfig
 from dwlab.core.schemes import Scheme
-from dwlab.sgld.controller import build_optimizer
-
-# Steps a tenth of the preset's (a pulse ten times shorter): the 7-bit budget then spans
-# about an eighth of the track, and weight_range 5 gives a temperature of about 0.1-0.2.
-PARAMS = PRESETS["continuous_dw"].replace(
-    mu_push=0.001, mu_pull=0.0009, sigma_push=0.004 * math.sqrt(0.1),
-    sigma_pull=0.004 * math.sqrt(0.1),
-)
 
 
 @pytest.fixture(scope="module")
 def digits():
-    x, y = load_digits(return_X_y=True)
-    x = torch.tensor(x, dtype=torch.float32) / 16.0
-    y = torch.tensor(y)
-    return x[:1400], y[:1400], x[1400:], y[1400:]
+    return digits_split()
 
 
-def train_and_test(scheme: str, digits) -> tuple[float, object]:
-    """Logistic regression trained for 4 epochs with ``scheme`` (same initial weights and
-    data order for every scheme); returns its test accuracy and the optimizer."""
-    x_train, y_train, x_test, y_test = digits
-    torch.manual_seed(0)
-    model = torch.nn.Linear(64, 10)
+def train_and_test(scheme: str, digits):
+    """Test accuracy after 4 epochs with ``scheme`` (the same initial weights and data
+    order for every scheme), and the optimizer."""
     cfg = ControllerConfig(scheme=scheme, lr=0.5, temperature=0.1, weight_range=5.0)
-    opt = build_optimizer(
-        model, cfg, dataset_size=len(x_train),
-        array_factory=lambda name, shape, off: TwinArray(shape, PARAMS, seed=20 + off),
-        seed=1,
-    )
-    order = torch.Generator().manual_seed(0)
-    for _ in range(4):
-        perm = torch.randperm(len(x_train), generator=order)
-        for i in range(0, len(x_train), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
-            opt.step()
-    opt.close()
-    with torch.no_grad():
-        return float((model(x_test).argmax(1) == y_test).float().mean()), opt
+    logits, opt = train_logistic(cfg, digits)
+    return float((logits.argmax(1) == digits[3]).float().mean()), opt
 
 
 @pytest.fixture(scope="module")
