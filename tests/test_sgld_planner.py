@@ -171,3 +171,31 @@ def test_step_stats_sum_the_tensors_and_log_their_columns():
     assert StepStats.total([], 0, 0.2, 0.002).effective_temperature == 0.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.pulses_sent = 0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("desired", [0.0, 2.6e-3, -2.6e-3])
+def test_common_shift_moves_the_common_mode_and_never_the_weight(desired):
+    """A common-mode shift is kept to the room the weight change leaves in both devices'
+    budgets: the pair's mean differential change is the one planned without it, even when
+    the weight change nearly fills the budget (2.6e-3: 13.25 of 15 pushes on one device,
+    0.25 on the other), and the common mode moves as far as there is room."""
+    weight = torch.zeros(N)
+    grad = torch.full_like(weight, -desired)
+    shift = torch.full_like(weight, 5 * SCALE.mu_push)  # more than the room at 2.6e-3
+
+    def pair_changes(common_shift):
+        planned = plan_update(Scheme.PUSH_PULL_PAIR, grad, weight, SCALE, lr=1.0, prior=0.0,
+                              budget=K, pulse=PULSE, generator=torch.Generator().manual_seed(0),
+                              common_shift=common_shift)
+        push, pull = planned.plan.push.double(), planned.plan.pull.double()
+        change = push * SCALE.mu_push - pull * SCALE.mu_pull
+        return planned.steps_clipped, float((change[0] - change[1]).mean()) * SCALE.alpha, \
+            float((change[0] + change[1]).mean() / 2)
+
+    clipped, diff, common = pair_changes(shift)
+    clipped_free, diff_free, common_free = pair_changes(None)
+    assert clipped == clipped_free == 0
+    assert diff == pytest.approx(diff_free, abs=1e-2 * SCALE.alpha * SCALE.mu_push)
+    assert diff == pytest.approx(desired, abs=1e-2 * SCALE.alpha * SCALE.mu_push)
+    room = K * SCALE.mu_push - abs(desired) / (2 * SCALE.alpha)
+    assert common - common_free == pytest.approx(min(5 * SCALE.mu_push, room), rel=0.01)

@@ -91,6 +91,11 @@ class ControllerConfig(Schema):
     recentre_margin: Annotated[Finite, Interval(ge=0, lt=0.5)] = 0.1
     """A differential pair with a device closer than this fraction of the conductance range
     to a track end is re-centred (both devices moved by the same common-mode count)."""
+    centring_gain: Annotated[Finite, Interval(ge=0, le=1)] = 0.25
+    """Every step, each differential pair aims to remove this fraction of its common-mode
+    offset from the window centre, within its pulse budget (a different split of its ``K``
+    pushes and pulls, so no extra pulse and no extra noise); the common mode otherwise
+    diffuses freely, as nothing restores it. 0 leaves only ``recentre_margin``."""
     program_iterations: AtLeastOne = 6
     """Apply/read rounds of the program-and-verify loop that writes the initial weights."""
     read_averages: AtLeastOne = 1

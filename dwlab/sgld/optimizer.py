@@ -24,7 +24,7 @@ from dwlab.core.types import PulseLimits
 from dwlab.sgld.mapping import ArrayFactory, attach_weights, is_device_weight, mapping_report
 from dwlab.sgld.maths import learning_rate_at, pulse_budget
 from dwlab.sgld.planner import check_budget, plan_update
-from dwlab.sgld.recentre import recentre_pairs
+from dwlab.sgld.recentre import centring_shift, recentre_pairs
 from dwlab.sgld.stats import StepStats, TensorUpdateStats, edge_watch
 from dwlab.sgld.weight import DeviceWeight
 
@@ -191,12 +191,13 @@ class SGLDController(torch.optim.Optimizer):
             budget=self.pulse_budget, pulse=dw.pulse,
             generator=self._generator(dw.param.device), work=dw.work,
             rounding=self.cfg.rounding,
+            common_shift=centring_shift(dw, self.cfg.centring_gain) if dw.pair else None,
         )
         recentred = extra_pulses = 0
         if dw.pair:
             recentred, extra_pulses = recentre_pairs(
                 dw, planned.plan, self.cfg.recentre_margin, self.pulse_budget,
-                limits.max_pulses_per_device,
+                limits.max_pulses_per_device, self.cfg.centring_gain,
             )
         pulses = planned.pulses + extra_pulses
         edge = edge_watch(dw, planned.plan, self.pulse_budget)

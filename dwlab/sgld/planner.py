@@ -89,6 +89,7 @@ def plan_update(
     scheme: Scheme, grad: torch.Tensor, weight: torch.Tensor, scale: DeviceScale, *,
     lr: float, prior: float, budget: int, pulse: PulseShape, generator: torch.Generator,
     work: Workspace | None = None, rounding: str = "stochastic",
+    common_shift: torch.Tensor | None = None,
 ) -> PlannedUpdate:
     """The pulse plan that moves ``weight`` by ``-lr * (grad + prior * weight)`` in the mean.
 
@@ -99,6 +100,12 @@ def plan_update(
     number per device from ``generator``; 'nearest' draws none. Neither ``grad`` nor
     ``weight`` is changed; the counts live in ``work`` (a fresh workspace by default), so a
     plan is valid until the next call with the same workspace.
+
+    ``common_shift`` (pairs only; S, the weight's shape): a conductance change both devices
+    of each pair aim at besides their halves of the weight change. It moves the pair's
+    common mode, not its weight, and costs no pulse: it only changes how each device's
+    ``K`` pulses split into pushes and pulls. It is cut to the room the weight change
+    leaves in both devices' budgets, so it never clips the weight change.
     """
     K = budget
     work = work or Workspace(weight.device)
@@ -109,6 +116,8 @@ def plan_update(
     if pair:
         torch.add(grad, weight, alpha=prior, out=target[0]).mul_(-lr / (2 * scale.alpha))
         torch.neg(target[0], out=target[1])
+        if common_shift is not None:
+            target.add_(within_budget(common_shift, target, scale, K))
     else:
         torch.add(grad, weight, alpha=prior, out=target).mul_(-lr / scale.alpha)
     push = work.get("push", array_shape, torch.int32)
@@ -139,6 +148,17 @@ def plan_update(
         pulses = K * push.numel()
     return PlannedUpdate(PulsePlan(push, pull, pulse, pulse), pulses, clipped,
                          rounding_var * scale.alpha**2)
+
+
+def within_budget(shift: torch.Tensor, target: torch.Tensor, scale: DeviceScale,
+                  budget: int) -> torch.Tensor:
+    """``shift`` cut, pair by pair, to what both devices can add to their ``target``
+    (array shape ``(2, *shape)``) within ``[-K mu-, K mu+]``; 0 where a target is already
+    outside."""
+    # A hair inside the room, so that float rounding cannot take a count past the budget.
+    up = (budget * torch.as_tensor(scale.mu_push) - target).amin(0).clamp_(min=0).mul_(0.999)
+    down = (target + budget * torch.as_tensor(scale.mu_pull)).amin(0).clamp_(min=0).mul_(0.999)
+    return torch.minimum(torch.maximum(shift, -down), up)
 
 
 def round_and_measure_(x: torch.Tensor, unit: torch.Tensor, lo: float, hi: float,
