@@ -206,4 +206,7 @@ def test_sampling_diagnostics_are_recorded(averaged_run):
     epochs = read_table(averaged_run / "epochs.csv")
     assert epochs[-1]["sampling_from_step"] == str(start)
     steps = read_table(averaged_run / "steps.csv")
-    assert len({r["weight_projection"] for r in steps}) == len(steps)  # the chain moves
+    # The chain moves at every step (distinct values overall would be a birthday problem:
+    # the projection is recorded to 8 digits and stays within a narrow band).
+    projection = [r["weight_projection"] for r in steps]
+    assert all(a != b for a, b in zip(projection[:-1], projection[1:], strict=True))

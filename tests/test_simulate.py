@@ -65,6 +65,12 @@ def test_simulate_goes_with_config_not_resume(tmp_path, capsys):
     assert "--simulate goes with --config" in capsys.readouterr().err
 
 
+def _interruptible() -> None:
+    """In the lab's process before it starts: Ctrl-C handled as from a terminal, even when
+    the tests run in the background (where a shell starts them with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_rehearsal_runs_a_protocol_through_scpi_on_a_virtual_copy_of_the_bench(
         tmp_path, capsys):
     """The bench config's own instruments (81110A, 2400, 707B) served on loopback by
@@ -74,7 +80,7 @@ def test_rehearsal_runs_a_protocol_through_scpi_on_a_virtual_copy_of_the_bench(
     serving = subprocess.Popen(
         [sys.executable, "-m", "dwlab.app.cli", "virtual-lab", "--config", str(BENCH),
          "--write-config", str(client)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        text=True, preexec_fn=_interruptible)
     try:
         deadline = time.monotonic() + 60
         while not client.exists():
