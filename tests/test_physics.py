@@ -118,6 +118,27 @@ def test_one_end_path_matches_reference_with_uneven_counts():
     assert abs(float(t_one.float().mean() - t_ref.float().mean())) < 6 * math.sqrt(0.5 / N)
 
 
+def test_blocked_walk_matches_reference_on_long_walks(monkeypatch):
+    # 300 pairs then a surplus of 60: blocks of 18 rounds. Walls start near the bottom
+    # and wander back to it many times, inside blocks whose ends lie above it.
+    n = 10_000
+    gen = torch.Generator().manual_seed(11)
+    x0 = 0.08 * torch.rand(n, generator=gen)
+    push, pull = torch.full((n,), 360), torch.full((n,), 300)
+    mu, sd = torch.full((n,), 0.004), torch.full((n,), 0.006)
+    args = (x0, push, pull, mu, sd, mu * 1.2, sd)
+    blocked, t_blocked = physics.apply_pulses_one_end(*args, generator=gen)
+    ref, t_ref = physics.apply_pulses_reference(*args, generator=gen)
+    assert ks_statistic(blocked, ref) < ks_critical(n, n)
+    assert float((blocked == 0).float().mean()) == pytest.approx(
+        float((ref == 0).float().mean()), abs=6 * math.sqrt(0.25 / n))
+    assert abs(float(t_blocked.float().mean() - t_ref.float().mean())) < 6 * math.sqrt(0.25 / n)
+    # Without the pulse-level bridges the dips inside blocks go unclipped: the test can tell.
+    monkeypatch.setattr(physics.near_end, "BRIDGE_SIGMAS", -1e9)
+    coarse, t_coarse = physics.apply_pulses_one_end(*args, generator=gen)
+    assert ks_statistic(coarse, ref) > ks_critical(n, n)
+
+
 def test_one_end_groups_cover_each_pulsed_wall_once_with_similar_counts():
     counts = torch.tensor([0, 3, 4096, 1, 255, 300, 2, 0, 4000, 7] * 50)
     chunks = physics._similar_count_chunks(counts, chunk_elements=2048)

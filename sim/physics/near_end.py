@@ -2,10 +2,14 @@
 
 Every pulse draws its own noise, but the clipping at the near end comes from the
 reflection identity of a walk held at one barrier, so no loop over pulses is needed
-(except for the rare paths that also reach the far end).
+(except for the rare paths that also reach the far end). Walls with only the near end in
+reach walk in blocks (:func:`_blocked_walk`): pulse-level detail is drawn only for the
+blocks that come close to the end, so the cost grows with the square root of the pulses.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from dwlab.sim.physics.noise import normal_
@@ -62,6 +66,63 @@ def _reflected_walk(
     return end, touched
 
 
+BRIDGE_SIGMAS = 4.0
+"""A block is resolved pulse by pulse when its lower endpoint lies within this many of its
+standard deviations (plus one round of mean steps) of the barrier. The walk inside a block
+is a Gaussian bridge, which dips that far below its endpoints with probability at most
+``exp(-2 * BRIDGE_SIGMAS**2)`` (1.3e-14): only then is a touch missed."""
+
+
+def _blocked_walk(
+    y: torch.Tensor, rounds: torch.Tensor, steps: list[tuple[torch.Tensor, torch.Tensor]],
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_reflected_walk` with the near barrier only, drawn block by block.
+
+    The rounds are cut into blocks of about ``sqrt(max rounds)``. Each block's sum is drawn
+    exactly (a sum of Gaussian steps); its pulses are drawn only when the block comes near
+    the barrier, as the Gaussian bridge given that sum (fresh steps shifted by their share of
+    variance: ``x_k += v_k / V * (S - sum x)``, exact for the conditional law), and give the
+    block's exact minimum. Other blocks stay above the barrier (see :data:`BRIDGE_SIGMAS`)
+    and cannot lower the walk's minimum below it, which is all the reflection identity
+    needs. Cost: ``rounds / block`` sums per wall plus the resolved blocks' pulses.
+    """
+    n_rounds = int(rounds.max()) if rounds.numel() else 0
+    if n_rounds == 0:
+        return y, torch.zeros(y.shape, dtype=torch.bool, device=y.device)
+    block = math.isqrt(n_rounds - 1) + 1
+    n_blocks = -(-n_rounds // block)
+    first_round = torch.arange(n_blocks, device=y.device).unsqueeze(1) * block
+    # (block, device): rounds of each block that the device walks
+    live_rounds = (rounds.unsqueeze(0) - first_round).clamp_(0, block).to(y.dtype)
+    mean = torch.stack([m for m, _ in steps])  # (step in round, device)
+    var = torch.stack([s * s for _, s in steps])
+    block_var = live_rounds * var.sum(0)
+    sums = normal_(torch.empty_like(block_var), generator).mul_(block_var.sqrt())
+    sums.addcmul_(live_rounds, mean.sum(0))
+    ends = sums.cumsum(0).add_(y)
+    starts = torch.cat([y.unsqueeze(0), ends[:-1]])
+    lowest = torch.minimum(starts, ends)  # exact below the barrier once blocks are resolved
+    slack = block_var.sqrt().mul_(BRIDGE_SIGMAS).add_(mean.abs().sum(0))
+    b, d = ((lowest <= slack) & (live_rounds > 0)).nonzero(as_tuple=True)
+    if b.numel():
+        live = (torch.arange(block, device=y.device).unsqueeze(1) < live_rounds[b, d]).to(y.dtype)
+        step_var = var[:, d].unsqueeze(0) * live.unsqueeze(1)  # (round, step, resolved)
+        pulses = normal_(torch.empty(step_var.shape, device=y.device, dtype=y.dtype), generator)
+        pulses.mul_(step_var.sqrt()).addcmul_(mean[:, d].unsqueeze(0), live.unsqueeze(1))
+        resolved_var = block_var[b, d]
+        shortfall = (sums[b, d] - pulses.sum(dim=(0, 1))) / resolved_var.clamp(min=1e-30)
+        pulses.addcmul_(step_var, shortfall)
+        path = pulses.view(-1, b.numel()).cumsum(0)
+        # Anchor the path on the block's end (same value up to rounding), so a wall whose
+        # lowest point is its last lands exactly on the barrier.
+        path.add_((ends[b, d] - path[-1]).unsqueeze(0))
+        lowest[b, d] = path.amin(0)
+    low = lowest.amin(0)
+    end = ends[-1] + (-low).clamp(min=0.0)
+    return end, (low <= 0.0) & (rounds > 0)
+
+
 def _similar_count_chunks(counts: torch.Tensor, chunk_elements: int) -> list[torch.Tensor]:
     """Split devices into index groups whose pulse counts lie within a factor of two, each
     group holding at most about ``chunk_elements`` (pulses x devices).
@@ -99,30 +160,49 @@ def apply_pulses_one_end(
     pairs, then over the surplus (the clipped walk is Markov, so phases compose). Exact for
     walls whose far end is out of reach (the caller checks), or for every wall with
     ``far_end=True`` (paths reaching the far end are replayed with both clips). Flat
-    inputs; the work is about ``pulses``: walls are grouped by pulse count
-    (:func:`_similar_count_chunks`) and each group is vectorised.
+    inputs; walls are grouped by pulse count (:func:`_similar_count_chunks`) and each group
+    is vectorised (one group when the blocked walk's work is small). Walls with one end in
+    reach walk in blocks (:func:`_blocked_walk`), so their work grows with the square root
+    of their pulses; with ``far_end`` it is about ``pulses``.
     """
     out = x.clone()  # walls without pulses stay where they are
     touched = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
     push = n_push.to(x.device, torch.long)
     pull = n_pull.to(x.device, torch.long)
-    for idx in _similar_count_chunks(push + pull, chunk_elements):
-        xs = x[idx]
+    counts = push + pull
+    if not far_end and x.numel() * (int(counts.max()) if counts.numel() else 0) <= chunk_elements:
+        # Blocked walks cost about sqrt(pulses) per wall: small sets go in one piece, sparing
+        # the sort and gathers that dominate when few walls are near an end.
+        chunks: list[torch.Tensor | None] = [None]
+    else:
+        chunks = list(_similar_count_chunks(counts, chunk_elements))
+    for idx in chunks:
+        def pick(t: torch.Tensor, idx: torch.Tensor | None = idx) -> torch.Tensor:
+            return t if idx is None else t[idx]
+
+        xs = pick(x)
         # Distance to the near end; steps towards it are negative (noise is symmetric, so
         # only the means change sign).
         top = xs >= 0.5
         sign = 1.0 - 2.0 * top.to(x.dtype)
         y = torch.where(top, 1.0 - xs, xs)
-        mu_p, mu_m = sign * mu_push[idx], -sign * mu_pull[idx]
-        sd_p, sd_m = sigma_push[idx], sigma_pull[idx]
-        n_p, n_m = push[idx], pull[idx]
-        y, hit_pairs = _reflected_walk(
-            y, torch.minimum(n_p, n_m), [(mu_p, sd_p), (mu_m, sd_m)], generator, far_end)
+        mu_p, mu_m = sign * pick(mu_push), -sign * pick(mu_pull)
+        sd_p, sd_m = pick(sigma_push), pick(sigma_pull)
+        n_p, n_m = pick(push), pick(pull)
+        pairs = [(mu_p, sd_p), (mu_m, sd_m)]
         surplus = n_p - n_m
         up = surplus > 0
-        y, hit_surplus = _reflected_walk(
-            y, surplus.abs(), [(torch.where(up, mu_p, mu_m), torch.where(up, sd_p, sd_m))],
-            generator, far_end)
-        out[idx] = torch.where(top, 1.0 - y, y).clamp_(0.0, 1.0)
-        touched[idx] = hit_pairs | hit_surplus
+        one_kind = [(torch.where(up, mu_p, mu_m), torch.where(up, sd_p, sd_m))]
+        if far_end:
+            y, hit_pairs = _reflected_walk(y, torch.minimum(n_p, n_m), pairs, generator, True)
+            y, hit_surplus = _reflected_walk(y, surplus.abs(), one_kind, generator, True)
+        else:
+            y, hit_pairs = _blocked_walk(y, torch.minimum(n_p, n_m), pairs, generator)
+            y, hit_surplus = _blocked_walk(y, surplus.abs(), one_kind, generator)
+        # Walls without pulses keep their position bit for bit (1 - (1 - x) may round).
+        y = torch.where(pick(counts) > 0, torch.where(top, 1.0 - y, y).clamp_(0.0, 1.0), xs)
+        hit = hit_pairs | hit_surplus
+        if idx is None:
+            return y, hit
+        out[idx], touched[idx] = y, hit
     return out, touched
