@@ -18,8 +18,11 @@ extra steps synchronised around the twin, the twin's apply and read.
 
 The whole run: ``dwlab train`` of ``lab_configs/fashion_resnet18.yaml`` at the same width
 on the first ``--run-images`` Fashion-MNIST images, push-pull and float SGD, each alone in
-its own process; the ratio of their ``train_seconds`` (result.json: the training loop's
-wall time, evaluations excluded).
+its own process, ``--run-repeats`` times in alternating order (run-to-run spread on a
+shared machine is several per cent); the ratio of their median ``train_seconds``
+(result.json: the training loop's wall time, evaluations excluded), and the range of the
+ratios of runs made one after the other. ``--run-bf16``/``--no-run-bf16`` overrides the
+config's bf16 autocast for the whole runs.
 
     python benchmarks/twin_step.py --width 16 --steps 3
     python benchmarks/twin_step.py --device cuda --width 64 --steps 20
@@ -113,9 +116,11 @@ def worker(args: argparse.Namespace) -> dict:
     from dwlab.app.backends import build_array
     from dwlab.app.models import ResNet18
     from dwlab.app.training import with_training_overrides
+    from dwlab.app.training.memory import keep_freed_memory
     from dwlab.config import evolve, load_config
     from dwlab.sgld.controller import build_optimizer
 
+    kept = keep_freed_memory()  # as dwlab train does, in every case alike
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     loaded = with_training_overrides(load_config(args.config), torch_device=args.device)
@@ -139,7 +144,8 @@ def worker(args: argparse.Namespace) -> dict:
     # The same passes before any array exists: a control for what the arrays' presence
     # (memory, caches) does to the network's own work in this process.
     before = [forward_backward() for _ in range(args.warmup + args.steps)][args.warmup:]
-    out: dict = {"case": args.case, "forward_backward_before_s": statistics.median(before)}
+    out: dict = {"case": args.case, "forward_backward_before_s": statistics.median(before),
+                 "freed_memory_kept": kept}
 
     def factory(name: str, shape: tuple[int, ...], seed_offset: int) -> TimedTwin:
         return TimedTwin(build_array(loaded, name, shape, seed_offset), device)
@@ -200,6 +206,11 @@ def worker(args: argparse.Namespace) -> dict:
     return out
 
 
+def load_bf16() -> bool:
+    from dwlab.config import load_config
+    return load_config(RUN_CONFIG).config.training.bf16
+
+
 def run_case(args: argparse.Namespace, case: str, extra: list[str]) -> dict:
     cmd = [sys.executable, __file__, "--case", case, "--device", args.device,
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch",
@@ -218,6 +229,8 @@ def whole_run(args: argparse.Namespace, folder: Path, scheme: str) -> dict:
            "--limit-train", str(args.run_images), "--limit-test", "1000",
            "--epochs", str(args.run_epochs), "--device", args.device,
            "--run-dir", str(folder), "--no-progress"]
+    if args.run_bf16 is not None:
+        cmd.append("--bf16" if args.run_bf16 else "--no-bf16")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode:
         raise SystemExit(f"whole run ({scheme}) failed:\n{proc.stderr}")
@@ -239,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-images", type=int, default=6400,
                     help="Fashion-MNIST training images of the whole runs")
     ap.add_argument("--run-epochs", type=int, default=2)
+    ap.add_argument("--run-repeats", type=int, default=3,
+                    help="whole runs of each scheme, in alternating order")
+    ap.add_argument("--run-bf16", action=argparse.BooleanOptionalAction,
+                    help="bf16 autocast in the whole runs (default: the config's)")
     ap.add_argument("--case", choices=("float", "first", "late"), help=argparse.SUPPRESS)
     ap.add_argument("--late-from", type=Path, metavar="RUN_DIR",
                     help="take the late walls from this run folder's push-pull checkpoint "
@@ -251,20 +268,29 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="twin-step-") as tmp:
         runs = Path(tmp)
-        device_run = whole_run(args, runs / "push_pull", "push_pull_pair")
-        float_run = whole_run(args, runs / "float", "float_sgd")
+        pairs = []  # (push-pull, float) result.json of runs made one after the other
+        for i in range(args.run_repeats):
+            order = ("push_pull_pair", "float_sgd")[::1 if i % 2 == 0 else -1]
+            done = {s: whole_run(args, runs / f"{s}-{i}", s) for s in order}
+            pairs.append((done["push_pull_pair"], done["float_sgd"]))
         f = run_case(args, "float", [])
         first = run_case(args, "first", [])
-        late_from = args.late_from or runs / "push_pull"
+        late_from = args.late_from or runs / "push_pull_pair-0"
         late = run_case(args, "late", ["--late-from", str(late_from)])
     where = torch.cuda.get_device_name(0) if args.device == "cuda" else (
         f"cpu, {torch.get_num_threads()} threads")
-    whole = device_run["train_seconds"] / float_run["train_seconds"]
+    device_s = statistics.median(d["train_seconds"] for d, _ in pairs)
+    float_s = statistics.median(f["train_seconds"] for _, f in pairs)
+    ratios = [d["train_seconds"] / f["train_seconds"] for d, f in pairs]
+    run_precision = "bf16 autocast" if (
+        args.run_bf16 if args.run_bf16 is not None else load_bf16()) else "fp32"
     rows = [
         ("device", where),
         ("model", f"ResNet18 width {args.width}, {first['weights'] / 1e6:.2f} M device "
                   f"weights, {first['devices'] / 1e6:.2f} M devices (pairs)"),
         ("batch / timed steps per case", f"{args.batch} / {args.steps} (median)"),
+        ("freed memory kept in the process (dwlab.app.training.memory)",
+         "yes" if first["freed_memory_kept"] else "no (not glibc)"),
         ("config", f"{args.config.name}, {args.bits} bits (K = {2**args.bits - 1})"),
         ("largest update (fraction of the window)", f"{first['largest_update_fraction']:.3g}"),
         ("update pulse width", f"{first['pulse_width_s']:.3g} s"),
@@ -286,10 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     rows += [
         ("late: walls within 5 % of a track end", f"{100 * late['walls_near_end']:.1f} %"),
         ("whole run: Fashion-MNIST images x epochs", f"{args.run_images} x {args.run_epochs}"
-                                                     f" ({device_run['steps']} steps)"),
-        ("whole run: push-pull / float train time",
-         f"{device_run['train_seconds']:.1f} s / {float_run['train_seconds']:.1f} s, "
-         f"**ratio {whole:.3f}**"),
+                                                     f" ({pairs[0][0]['steps']} steps), "
+                                                     f"{run_precision}"),
+        (f"whole run: push-pull / float train time (median of {len(pairs)})",
+         f"{device_s:.1f} s / {float_s:.1f} s, **ratio {device_s / float_s:.3f}** "
+         f"(pairs run back to back: {min(ratios):.3f}-{max(ratios):.3f})"),
     ]
     width = max(len(k) for k, _ in rows)
     print(f"| {'quantity'.ljust(width)} | value |")

@@ -104,20 +104,25 @@ def _blocked_walk(
     starts = torch.cat([y.unsqueeze(0), ends[:-1]])
     lowest = torch.minimum(starts, ends)  # exact below the barrier once blocks are resolved
     slack = block_var.sqrt().mul_(BRIDGE_SIGMAS).add_(mean.abs().sum(0))
-    b, d = ((lowest <= slack) & (live_rounds > 0)).nonzero(as_tuple=True)
-    if b.numel():
-        live = (torch.arange(block, device=y.device).unsqueeze(1) < live_rounds[b, d]).to(y.dtype)
+    # Resolved blocks by flat index into (block, device); d: their devices.
+    k = ((lowest <= slack) & (live_rounds > 0)).view(-1).nonzero().squeeze(1)
+    if k.numel():
+        d = k % y.numel()
+
+        def at(t: torch.Tensor) -> torch.Tensor:
+            return t.view(-1)[k]
+
+        live = (torch.arange(block, device=y.device).unsqueeze(1) < at(live_rounds)).to(y.dtype)
         step_var = var[:, d].unsqueeze(0) * live.unsqueeze(1)  # (round, step, resolved)
         pulses = normal_(torch.empty(step_var.shape, device=y.device, dtype=y.dtype), generator)
         pulses.mul_(step_var.sqrt()).addcmul_(mean[:, d].unsqueeze(0), live.unsqueeze(1))
-        resolved_var = block_var[b, d]
-        shortfall = (sums[b, d] - pulses.sum(dim=(0, 1))) / resolved_var.clamp(min=1e-30)
+        shortfall = (at(sums) - pulses.sum(dim=(0, 1))) / at(block_var).clamp_(min=1e-30)
         pulses.addcmul_(step_var, shortfall)
-        path = pulses.view(-1, b.numel()).cumsum(0)
+        path = pulses.view(-1, k.numel()).cumsum(0)
         # Anchor the path on the block's end (same value up to rounding), so a wall whose
         # lowest point is its last lands exactly on the barrier.
-        path.add_((ends[b, d] - path[-1]).unsqueeze(0))
-        lowest[b, d] = path.amin(0)
+        path.add_((at(ends) - path[-1]).unsqueeze(0))
+        lowest.view(-1)[k] = path.amin(0)
     low = lowest.amin(0)
     end = ends[-1] + (-low).clamp(min=0.0)
     return end, (low <= 0.0) & (rounds > 0)

@@ -26,8 +26,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    help="the fixed-range ablation: controller.precision fixed_range with "
                         "this update_range (largest update, as a fraction of the "
                         "conductance window)")
-    p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast of the forward pass")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
+                   help="bf16 autocast of the forward pass on or off (default: the config's)")
     p.add_argument("--run-dir", type=Path,
                    help="write records here (default: a new folder under training.runs_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -41,7 +41,7 @@ def config_with_overrides(path: Path, args: argparse.Namespace, **training: Any
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     changes = {"epochs": args.epochs, "width": args.width, "limit_train": args.limit_train,
                "limit_test": args.limit_test, "data_dir": data_dir,
-               "torch_device": args.device, "bf16": args.bf16 or None,
+               "torch_device": args.device, "bf16": args.bf16,
                **{k: v for k, v in training.items() if v is not None}}
     ablation = "fixed_range" if args.update_range is not None else None
     controller = {"update_range": args.update_range, "precision": ablation}

@@ -54,6 +54,7 @@ import yaml
 from dwlab.app.data import ImageData, load_dataset
 from dwlab.app.training.distributed import Parallel
 from dwlab.app.training.loop import TrainingDiverged, TrainingInterrupted, TrainingRun
+from dwlab.app.training.memory import keep_freed_memory
 from dwlab.app.training.results import FailedRun, RunOutcome, write_result
 from dwlab.app.training.spec import RunSpec
 from dwlab.config import LabConfig, LoadedConfig, from_data, read_yaml, to_data
@@ -142,6 +143,7 @@ def train_run_folder(run: RunFolder, progress: bool = True, keep_going: bool = F
     and the exception goes on to the caller.
     """
     folder = run.path
+    keep_freed_memory()  # the device update's temporaries would slow the next pass
     if not run.parallel.is_main:  # the other ranks train alike and record nothing here
         with StopRequest() as stop:
             return _train_runs(run, None, stop, False, keep_going, run_factory)
