@@ -206,6 +206,23 @@ def worker(args: argparse.Namespace) -> dict:
     return out
 
 
+def whole_run_rows(args: argparse.Namespace, pairs: list[tuple[dict, dict]]
+                   ) -> list[tuple[str, str]]:
+    device_s = statistics.median(d["train_seconds"] for d, _ in pairs)
+    float_s = statistics.median(f["train_seconds"] for _, f in pairs)
+    ratios = [d["train_seconds"] / f["train_seconds"] for d, f in pairs]
+    run_precision = "bf16 autocast" if (
+        args.run_bf16 if args.run_bf16 is not None else load_bf16()) else "fp32"
+    return [
+        ("whole run: Fashion-MNIST images x epochs", f"{args.run_images} x {args.run_epochs}"
+                                                     f" ({pairs[0][0]['steps']} steps), "
+                                                     f"{run_precision}"),
+        (f"whole run: push-pull / float train time (median of {len(pairs)})",
+         f"{device_s:.1f} s / {float_s:.1f} s, **ratio {device_s / float_s:.3f}** "
+         f"(pairs run back to back: {min(ratios):.3f}-{max(ratios):.3f})"),
+    ]
+
+
 def load_bf16() -> bool:
     from dwlab.config import load_config
     return load_config(RUN_CONFIG).config.training.bf16
@@ -253,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="Fashion-MNIST training images of the whole runs")
     ap.add_argument("--run-epochs", type=int, default=2)
     ap.add_argument("--run-repeats", type=int, default=3,
-                    help="whole runs of each scheme, in alternating order")
+                    help="whole runs of each scheme, in alternating order (0: none; then "
+                         "--late-from is needed)")
     ap.add_argument("--run-bf16", action=argparse.BooleanOptionalAction,
                     help="bf16 autocast in the whole runs (default: the config's)")
     ap.add_argument("--case", choices=("float", "first", "late"), help=argparse.SUPPRESS)
@@ -262,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(a ResNet18 run of any width, e.g. a full fashion_resnet18.yaml "
                          "run) instead of the whole run's")
     args = ap.parse_args(argv)
+    if args.run_repeats < 0 or (args.run_repeats == 0 and args.late_from is None):
+        ap.error("--run-repeats 0 (no whole runs) needs --late-from RUN_DIR for the late walls")
     if args.case:  # a worker process
         print(json.dumps(worker(args)))
         return 0
@@ -279,11 +299,6 @@ def main(argv: list[str] | None = None) -> int:
         late = run_case(args, "late", ["--late-from", str(late_from)])
     where = torch.cuda.get_device_name(0) if args.device == "cuda" else (
         f"cpu, {torch.get_num_threads()} threads")
-    device_s = statistics.median(d["train_seconds"] for d, _ in pairs)
-    float_s = statistics.median(f["train_seconds"] for _, f in pairs)
-    ratios = [d["train_seconds"] / f["train_seconds"] for d, f in pairs]
-    run_precision = "bf16 autocast" if (
-        args.run_bf16 if args.run_bf16 is not None else load_bf16()) else "fp32"
     rows = [
         ("device", where),
         ("model", f"ResNet18 width {args.width}, {first['weights'] / 1e6:.2f} M device "
@@ -309,15 +324,10 @@ def main(argv: list[str] | None = None) -> int:
                                             f"{case['read_s']:.4f} s)"),
             ("  devices on the near-end path per step", f"{case['near_end_devices']:.4g}"),
         ]
-    rows += [
-        ("late: walls within 5 % of a track end", f"{100 * late['walls_near_end']:.1f} %"),
-        ("whole run: Fashion-MNIST images x epochs", f"{args.run_images} x {args.run_epochs}"
-                                                     f" ({pairs[0][0]['steps']} steps), "
-                                                     f"{run_precision}"),
-        (f"whole run: push-pull / float train time (median of {len(pairs)})",
-         f"{device_s:.1f} s / {float_s:.1f} s, **ratio {device_s / float_s:.3f}** "
-         f"(pairs run back to back: {min(ratios):.3f}-{max(ratios):.3f})"),
-    ]
+    rows.append(("late: walls within 5 % of a track end",
+                 f"{100 * late['walls_near_end']:.1f} %"))
+    if pairs:
+        rows += whole_run_rows(args, pairs)
     width = max(len(k) for k, _ in rows)
     print(f"| {'quantity'.ljust(width)} | value |")
     print(f"| {'-' * width} | ----- |")
