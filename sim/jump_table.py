@@ -25,6 +25,9 @@ pickle).
 - Read noise: replayed from each source device's recorded trace of single reads (the
   ``read_noise`` record), consecutive reads taking consecutive stretches of it, so noise
   that is not Gaussian or is correlated in time (telegraph noise) comes back as measured.
+  The trace is played forward, then backward, and so on (:func:`reflected`): played in a
+  loop, a trace that ends in another level than it starts (a slow fluctuator that flipped
+  an odd number of times) would add a level jump at every wrap that was never measured.
   A measured step carries the noise of the two readings around it; the steps of each
   shape and polarity are shrunk about their device means so that their pooled
   within-device variance loses the variance the replay adds to a step.
@@ -148,10 +151,22 @@ def _read_noise_shrink(groups: list[np.ndarray], read_var: np.ndarray) -> float:
     return float(np.sqrt(max(total - float(read_var.mean()), 0.0) / total)) if total > 0 else 1.0
 
 
+def reflected(traces: np.ndarray) -> np.ndarray:
+    """One period of the twin's replay of each trace: forward, then backward without
+    repeating either end (``L`` reads give a period of ``2 L - 2``)."""
+    return np.concatenate([traces, traces[:, -2:0:-1]], axis=1)
+
+
+def replay_index(cursor: torch.Tensor, length: int) -> torch.Tensor:
+    """The trace read at ``cursor`` (in ``[0, 2 length - 2)``) of the reflected replay."""
+    return torch.where(cursor < length, cursor, 2 * length - 2 - cursor)
+
+
 def replayed_step_read_var(traces: np.ndarray, n_averages: int) -> float:
     """Variance of the difference of two consecutive ``n_averages``-read means taken from
-    the traces as the twin replays them (cyclically, every starting point)."""
+    the traces as the twin replays them (reflected, every starting point of a period)."""
     length = traces.shape[1]
+    traces = reflected(traces)
     window = np.stack([np.roll(traces, -k, axis=1) for k in range(n_averages)]).mean(0)
     diff = np.roll(window, -n_averages, axis=1) - window
     return float(np.mean(diff**2)) if length > 1 else 0.0
@@ -309,7 +324,7 @@ class JumpTableArray(ArrayBase):
         self._traces = torch.as_tensor(table.read_traces.reshape(-1), dtype=torch.float32,
                                        device=dev)
         self._trace_length = table.read_traces.shape[1]
-        self._cursor = torch.randint(0, self._trace_length, self.shape,
+        self._cursor = torch.randint(0, 2 * self._trace_length - 2, self.shape,
                                      generator=self.generator, device=dev)
         self._steps = torch.as_tensor(table.steps, device=dev)
         self._previous = torch.as_tensor(table.previous, device=dev)
@@ -501,12 +516,14 @@ class JumpTableArray(ArrayBase):
             idx = torch.as_tensor(devices, device=self.torch_device)
             g, cursor, src = g[idx], cursor[idx], src[idx]
         length = self._trace_length
-        reads = torch.stack([g + self._traces[src * length + (cursor + k) % length]
+        period = 2 * length - 2
+        reads = torch.stack([g + self._traces[src * length
+                                              + replay_index((cursor + k) % period, length)]
                              for k in range(n)])
         if devices is None:
-            self._cursor = (self._cursor + n) % length
+            self._cursor = (self._cursor + n) % period
         else:
-            self._cursor.reshape(-1)[idx] = (cursor + n) % length
+            self._cursor.reshape(-1)[idx] = (cursor + n) % period
         shape = self.shape if devices is None else tuple(idx.shape)
         spread = reads.std(dim=0).reshape(shape) if n > 1 else None
         return Readout(reads.mean(dim=0).reshape(shape), spread, n)
