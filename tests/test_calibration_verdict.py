@@ -112,19 +112,14 @@ def test_foreign_physics_is_a_misfit_naming_conditions_and_physics(foreign):
 
 
 def test_jump_table_twin_follows_what_the_model_lacks(foreign):
-    """Creep: the jump-table twin passes the held-out check. Telegraph read noise: a slow
-    fluctuator is only sampled by the short read_noise trace it replays, so the table may
-    follow it only partly (``benchmarks/calibration_verdicts.py`` counts the seeds that
-    pass); here it must at least disagree with the held-out steps in fewer conditions than
-    the fit."""
+    """Creep and telegraph read noise: the jump-table twin passes the held-out check. For
+    the telegraph fluctuator this needs the recorded trace replayed without unmeasured
+    level jumps and keys on the scale of the twin's last steps (``dwlab.sim.jump_table``);
+    ``benchmarks/calibration_verdicts.py`` counts the seeds that pass."""
     model, _, _, run = foreign
     assert run.jump_table is not None
     print(model, run.jump_table.verdict.reasons)
-    failed = sum(not c.passed for c in run.jump_table.verdict.checks)
-    if model == "creep":
-        assert run.jump_table.verdict.verdict == "PASS"
-    else:
-        assert failed < sum(not c.passed for c in run.verdict.checks)
+    assert run.jump_table.verdict.verdict == "PASS"
     names = {p.name for p in run.report.iterdir()}
     assert {"overlay_step_distributions.png", "overlay_jump_table.png",
             "goodness_of_fit_jump_table.csv", "jump_table.npz"} <= names
