@@ -245,7 +245,7 @@ def build_jump_table(cal: Calibration, bins: int = 1, min_steps: int = 12,
     shrink = {k: _read_noise_shrink([g[0] for g in group], read_var)
               for k, group in groups.items()}
     for (c, p), group in groups.items():
-        for i, (x_step, position, prev) in enumerate(group):
+        for i, (x_step, position, key) in enumerate(group):
             n = len(x_step)
             x_step = x_step.mean() + (x_step - x_step.mean()) * shrink[c, p]
             # A key is a measured step of the other polarity, read noise and all; shrunk as
@@ -254,7 +254,7 @@ def build_jump_table(cal: Calibration, bins: int = 1, min_steps: int = 12,
             # Left raw, keys spread wider than any twin state and the steps whose key is
             # far out (after a fluctuator jump, say) would be drawn too rarely.
             opposite = groups[c, 1 - p][i][0].mean()
-            prev = opposite + (prev - opposite) * shrink[c, 1 - p]
+            key = opposite + (key - opposite) * shrink[c, 1 - p]
             # Each bin: its own steps, or the min_steps measured nearest it in position;
             # stored sorted by key, so a draw can find the keys nearest a device's last step.
             first = np.searchsorted(position, edges[:-1])
@@ -266,9 +266,9 @@ def build_jump_table(cal: Calibration, bins: int = 1, min_steps: int = 12,
             pool_count = np.where(wide, last - first, size)
             for b in range(bins):
                 pool = slice(pool_first[b], pool_first[b] + pool_count[b])
-                by_key = np.argsort(prev[pool], kind="stable")
+                by_key = np.argsort(key[pool], kind="stable")
                 chunks.append(x_step[pool][by_key])
-                key_chunks.append(prev[pool][by_key])
+                key_chunks.append(key[pool][by_key])
                 offsets[i, c, p, b], counts[i, c, p, b] = start, pool_count[b]
                 start += pool_count[b]
     return JumpTable(np.asarray(shapes, dtype=float), np.array([ranges[d][0] for d in devices]),
