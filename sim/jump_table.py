@@ -25,9 +25,13 @@ pickle).
 - Read noise: replayed from each source device's recorded trace of single reads (the
   ``read_noise`` record), consecutive reads taking consecutive stretches of it, so noise
   that is not Gaussian or is correlated in time (telegraph noise) comes back as measured.
+  The trace is played forward, then backward, and so on (:func:`reflected`): played in a
+  loop, a trace that ends in another level than it starts (a slow fluctuator that flipped
+  an odd number of times) would add a level jump at every wrap that was never measured.
   A measured step carries the noise of the two readings around it; the steps of each
   shape and polarity are shrunk about their device means so that their pooled
-  within-device variance loses the variance the replay adds to a step.
+  within-device variance loses the variance the replay adds to a step. Keys are shrunk
+  the same way (a twin's last step is wall motion, without read noise).
 - Pulse order: pulses are applied one at a time in the hardware order
   (:func:`dwlab.core.types.interleaved`), vectorised over devices; the loop runs over
   pulses, never over devices. Arrays of ``SUMS_FROM`` devices or more follow walks drawn
@@ -148,10 +152,22 @@ def _read_noise_shrink(groups: list[np.ndarray], read_var: np.ndarray) -> float:
     return float(np.sqrt(max(total - float(read_var.mean()), 0.0) / total)) if total > 0 else 1.0
 
 
+def reflected(traces: np.ndarray) -> np.ndarray:
+    """One period of the twin's replay of each trace: forward, then backward without
+    repeating either end (``L`` reads give a period of ``2 L - 2``)."""
+    return np.concatenate([traces, traces[:, -2:0:-1]], axis=1)
+
+
+def replay_index(cursor: torch.Tensor, length: int) -> torch.Tensor:
+    """The trace read at ``cursor`` (in ``[0, 2 length - 2)``) of the reflected replay."""
+    return torch.where(cursor < length, cursor, 2 * length - 2 - cursor)
+
+
 def replayed_step_read_var(traces: np.ndarray, n_averages: int) -> float:
     """Variance of the difference of two consecutive ``n_averages``-read means taken from
-    the traces as the twin replays them (cyclically, every starting point)."""
+    the traces as the twin replays them (reflected, every starting point of a period)."""
     length = traces.shape[1]
+    traces = reflected(traces)
     window = np.stack([np.roll(traces, -k, axis=1) for k in range(n_averages)]).mean(0)
     diff = np.roll(window, -n_averages, axis=1) - window
     return float(np.mean(diff**2)) if length > 1 else 0.0
@@ -209,10 +225,11 @@ def build_jump_table(cal: Calibration, bins: int = 1, min_steps: int = 12,
     edges = np.arange(bins + 1) / bins
     span = {d: ranges[d][1] - ranges[d][0] for d in devices}
     read_var = np.array([step_read_var / span[d] ** 2 for d in devices])
+    groups: dict[tuple[int, int], list[tuple[np.ndarray, ...]]] = {}
     for c, (a, w) in enumerate(shapes):
         for p, s in enumerate((1, -1)):
             st = cal.fitted[(a, w, s)]
-            groups = []
+            groups[c, p] = []
             for d in devices:
                 on = st.device == d
                 if s > 0:
@@ -222,29 +239,38 @@ def build_jump_table(cal: Calibration, bins: int = 1, min_steps: int = 12,
                     prev = [recorded.get((a, w, 1, d, r), math.nan) for r in st.repeat[on]]
                 known = np.isfinite(prev)
                 order = np.argsort(st.before[on][known], kind="stable")
-                groups.append(((st.delta[on][known] / span[d])[order],
-                               ((st.before[on][known] - ranges[d][0]) / span[d])[order],
-                               (np.asarray(prev)[known] / span[d])[order]))
-            shrink = _read_noise_shrink([g[0] for g in groups], read_var)
-            for i, (x_step, position, prev) in enumerate(groups):
-                n = len(x_step)
-                x_step = x_step.mean() + (x_step - x_step.mean()) * shrink
-                # Each bin: its own steps, or the min_steps measured nearest it in position;
-                # stored sorted by key, so a draw can find the keys nearest a device's last step.
-                first = np.searchsorted(position, edges[:-1])
-                last = np.searchsorted(position, edges[1:])
-                size = min(min_steps, n)
-                low = np.clip((first + last - size) // 2, 0, n - size)
-                wide = last - first >= size
-                pool_first = np.where(wide, first, low)
-                pool_count = np.where(wide, last - first, size)
-                for b in range(bins):
-                    pool = slice(pool_first[b], pool_first[b] + pool_count[b])
-                    by_key = np.argsort(prev[pool], kind="stable")
-                    chunks.append(x_step[pool][by_key])
-                    key_chunks.append(prev[pool][by_key])
-                    offsets[i, c, p, b], counts[i, c, p, b] = start, pool_count[b]
-                    start += pool_count[b]
+                groups[c, p].append(((st.delta[on][known] / span[d])[order],
+                                     ((st.before[on][known] - ranges[d][0]) / span[d])[order],
+                                     (np.asarray(prev)[known] / span[d])[order]))
+    shrink = {k: _read_noise_shrink([g[0] for g in group], read_var)
+              for k, group in groups.items()}
+    for (c, p), group in groups.items():
+        for i, (x_step, position, key) in enumerate(group):
+            n = len(x_step)
+            x_step = x_step.mean() + (x_step - x_step.mean()) * shrink[c, p]
+            # A key is a measured step of the other polarity, read noise and all; shrunk as
+            # that polarity's steps are, it is on the scale of the twin's own last steps (a
+            # twin remembers wall motion, never read noise), so a draw reaches every key.
+            # Left raw, keys spread wider than any twin state and the steps whose key is
+            # far out (after a fluctuator jump, say) would be drawn too rarely.
+            opposite = groups[c, 1 - p][i][0].mean()
+            key = opposite + (key - opposite) * shrink[c, 1 - p]
+            # Each bin: its own steps, or the min_steps measured nearest it in position;
+            # stored sorted by key, so a draw can find the keys nearest a device's last step.
+            first = np.searchsorted(position, edges[:-1])
+            last = np.searchsorted(position, edges[1:])
+            size = min(min_steps, n)
+            low = np.clip((first + last - size) // 2, 0, n - size)
+            wide = last - first >= size
+            pool_first = np.where(wide, first, low)
+            pool_count = np.where(wide, last - first, size)
+            for b in range(bins):
+                pool = slice(pool_first[b], pool_first[b] + pool_count[b])
+                by_key = np.argsort(key[pool], kind="stable")
+                chunks.append(x_step[pool][by_key])
+                key_chunks.append(key[pool][by_key])
+                offsets[i, c, p, b], counts[i, c, p, b] = start, pool_count[b]
+                start += pool_count[b]
     return JumpTable(np.asarray(shapes, dtype=float), np.array([ranges[d][0] for d in devices]),
                      np.array([ranges[d][1] for d in devices]), offsets, counts,
                      np.concatenate(chunks).astype(np.float32),
@@ -309,7 +335,7 @@ class JumpTableArray(ArrayBase):
         self._traces = torch.as_tensor(table.read_traces.reshape(-1), dtype=torch.float32,
                                        device=dev)
         self._trace_length = table.read_traces.shape[1]
-        self._cursor = torch.randint(0, self._trace_length, self.shape,
+        self._cursor = torch.randint(0, 2 * self._trace_length - 2, self.shape,
                                      generator=self.generator, device=dev)
         self._steps = torch.as_tensor(table.steps, device=dev)
         self._previous = torch.as_tensor(table.previous, device=dev)
@@ -501,12 +527,14 @@ class JumpTableArray(ArrayBase):
             idx = torch.as_tensor(devices, device=self.torch_device)
             g, cursor, src = g[idx], cursor[idx], src[idx]
         length = self._trace_length
-        reads = torch.stack([g + self._traces[src * length + (cursor + k) % length]
+        period = 2 * length - 2
+        reads = torch.stack([g + self._traces[src * length
+                                              + replay_index((cursor + k) % period, length)]
                              for k in range(n)])
         if devices is None:
-            self._cursor = (self._cursor + n) % length
+            self._cursor = (self._cursor + n) % period
         else:
-            self._cursor.reshape(-1)[idx] = (cursor + n) % length
+            self._cursor.reshape(-1)[idx] = (cursor + n) % period
         shape = self.shape if devices is None else tuple(idx.shape)
         spread = reads.std(dim=0).reshape(shape) if n > 1 else None
         return Readout(reads.mean(dim=0).reshape(shape), spread, n)
