@@ -90,15 +90,16 @@ def run_script(script: str | Path, array: DeviceArray, runs_dir: str | Path = "r
 
 def calibrate(records: list[str | Path], output: str | Path, *,
               report_dir: str | Path = "runs/calibrations", sim_devices: int = 256,
-              n_bootstrap: int = 300, seed: int = 0, progress: bool = False
-              ) -> CalibrationRun:
-    """Fit the continuous twin to protocol record folders and write the calibration YAML
-    ``output`` (with standard errors), then check it: a twin built from it measures the
-    same switching statistics, compared with held-out measurements (``.passed``). A lab
+              n_bootstrap: int = 300, seed: int = 0, progress: bool = False,
+              write_anyway: bool = False) -> CalibrationRun:
+    """Fit the continuous twin to protocol record folders, check the fit (a twin built from
+    it measures the same switching statistics, compared with held-out measurements:
+    ``.verdict``, ``.passed``) and, on PASS or with ``write_anyway``, write the calibration
+    YAML ``output`` (with standard errors; ``.output`` is None when not written). A lab
     config uses it with ``twin: {calibration: <path relative to the config>}``."""
     return run_calibration(records, output, report_parent=report_dir,
                            sim_devices=sim_devices, n_bootstrap=n_bootstrap, seed=seed,
-                           progress=progress)
+                           progress=progress, write_anyway=write_anyway)
 
 
 def build_optimizer(model: nn.Module, arrays: Backends, *, dataset_size: int,
