@@ -17,17 +17,18 @@ from dwlab.sim.physics.noise import normal_
 
 def _reflected_walk(
     y: torch.Tensor, rounds: torch.Tensor, steps: list[tuple[torch.Tensor, torch.Tensor]],
-    generator: torch.Generator | None, far_end: bool = False,
+    generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Walk ``y`` in ``[0, 1]`` (distance from a barrier at 0) through ``rounds[i]`` rounds
-    of ``steps`` (each (mean, sigma) per device), clipped at 0 after every step.
+    of ``steps`` (each (mean, sigma) per device), clipped at 0 and at 1 after every step.
 
     Uses the reflection identity of a walk held at one barrier: with ``W_j = y_0 + S_j``
     the unclipped walk, the clipped walk is ``W_j + max(0, -min_{i<=j} W_i)``; it ends at
     ``W_n + max(0, -min_j W_j)`` and touched the barrier iff ``min_j W_j <= 0``.
-    With ``far_end`` the walk is also clipped at 1: paths that never reach 1 keep the
-    one-barrier result (exact, same noise); the rare paths that do are replayed step by
-    step with both clips, on the same noise. Returns (new y, touched either barrier).
+    Paths that never reach 1 keep that one-barrier result (exact, same noise); the rare
+    paths that do are replayed step by step with both clips, on the same noise. Pulse by
+    pulse in memory: walls with only the near end in reach take :func:`_blocked_walk`.
+    Returns (new y, touched either barrier).
     """
     n_rounds = int(rounds.max()) if rounds.numel() else 0
     if n_rounds == 0:
@@ -44,25 +45,23 @@ def _reflected_walk(
     later = round_index >= rounds.to(y.dtype)
     walk.masked_fill_(later.unsqueeze(1), 0.0)
     walk = walk.view(-1, n)
-    first_step = walk[0].clone() if far_end else None
+    first_step = walk[0].clone()
     walk[0].add_(y)
     walk = walk.cumsum_(dim=0)
     lowest = walk.amin(dim=0)
     end = walk[-1] + (-lowest).clamp(min=0.0)
     touched = (lowest <= 0.0) & (rounds > 0)
-    if far_end:
-        clipped = walk - walk.cummin(dim=0).values.clamp_(max=0.0)
-        replay = (clipped.amax(dim=0) >= 1.0).nonzero().squeeze(1)
-        if replay.numel():
-            # Increments of the chosen paths, recovered from the cumulative walk.
-            incr = walk[:, replay].diff(dim=0, prepend=walk[:1, replay])
-            assert first_step is not None  # kept whenever far_end
-            incr[0] = first_step[replay]
-            pos = y[replay].clone()
-            for step in incr:
-                pos = (pos + step).clamp_(0.0, 1.0)
-            end[replay] = pos
-            touched[replay] = True
+    clipped = walk - walk.cummin(dim=0).values.clamp_(max=0.0)
+    replay = (clipped.amax(dim=0) >= 1.0).nonzero().squeeze(1)
+    if replay.numel():
+        # Increments of the chosen paths, recovered from the cumulative walk.
+        incr = walk[:, replay].diff(dim=0, prepend=walk[:1, replay])
+        incr[0] = first_step[replay]
+        pos = y[replay].clone()
+        for step in incr:
+            pos = (pos + step).clamp_(0.0, 1.0)
+        end[replay] = pos
+        touched[replay] = True
     return end, touched
 
 
@@ -175,6 +174,7 @@ def apply_pulses_one_end(
     push = n_push.to(x.device, torch.long)
     pull = n_pull.to(x.device, torch.long)
     counts = push + pull
+    walk = _reflected_walk if far_end else _blocked_walk
     if not far_end and x.numel() * (int(counts.max()) if counts.numel() else 0) <= chunk_elements:
         # Blocked walks cost about sqrt(pulses) per wall: small sets go in one piece, sparing
         # the sort and gathers that dominate when few walls are near an end.
@@ -198,12 +198,8 @@ def apply_pulses_one_end(
         surplus = n_p - n_m
         up = surplus > 0
         one_kind = [(torch.where(up, mu_p, mu_m), torch.where(up, sd_p, sd_m))]
-        if far_end:
-            y, hit_pairs = _reflected_walk(y, torch.minimum(n_p, n_m), pairs, generator, True)
-            y, hit_surplus = _reflected_walk(y, surplus.abs(), one_kind, generator, True)
-        else:
-            y, hit_pairs = _blocked_walk(y, torch.minimum(n_p, n_m), pairs, generator)
-            y, hit_surplus = _blocked_walk(y, surplus.abs(), one_kind, generator)
+        y, hit_pairs = walk(y, torch.minimum(n_p, n_m), pairs, generator)
+        y, hit_surplus = walk(y, surplus.abs(), one_kind, generator)
         # Walls without pulses keep their position bit for bit (1 - (1 - x) may round).
         y = torch.where(pick(counts) > 0, torch.where(top, 1.0 - y, y).clamp_(0.0, 1.0), xs)
         hit = hit_pairs | hit_surplus
