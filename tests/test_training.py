@@ -7,6 +7,7 @@ import yaml
 
 from dwlab.app.cli import main
 from dwlab.app.training import PosteriorStore, classification_metrics, read_curves
+from dwlab.app.training import loop as loop_module
 from dwlab.config import LabConfig, from_data, load_config
 from dwlab.core.errors import ConfigError
 from dwlab.records import read_events, read_table
@@ -129,7 +130,9 @@ def test_train_writes_a_complete_run_folder(tiny_run, capsys):
 
 
 def test_bf16_autocast_trains_on_cpu_and_update_range_is_overridden(
-        tmp_path, tiny_config, capsys):
+        tmp_path, tiny_config, capsys, monkeypatch):
+    # Pretend this CPU emulates bf16 (as an AVX2 one does): the run says so and goes on.
+    monkeypatch.setattr(loop_module, "bf16_emulated", lambda device: True)
     config = write_config(tmp_path, tiny_config())
     assert main(["train", "--config", str(config), "--update-range", "2", "--no-float",
                  "--no-progress"]) != 0
@@ -142,6 +145,7 @@ def test_bf16_autocast_trains_on_cpu_and_update_range_is_overridden(
     assert resolved.training.bf16 and resolved.controller.update_range == 0.05
     result = json.loads((run_dir / "push_pull_pair-5bit" / "result.json").read_text())
     assert result["accuracy"] > 0.6
+    assert "bf16 autocast on a CPU without native bf16" in capsys.readouterr().err
 
 
 def test_posterior_samples_hold_device_states(tiny_run):

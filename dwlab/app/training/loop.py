@@ -37,7 +37,12 @@ from dwlab.app.training.distributed import (
     forward_backward,
     records_folder,
 )
-from dwlab.app.training.metrics import autocast, classification_metrics, predict_probs
+from dwlab.app.training.metrics import (
+    autocast,
+    bf16_emulated,
+    classification_metrics,
+    predict_probs,
+)
 from dwlab.app.training.posterior import ChainMonitor, PosteriorStore, WeightProjection
 from dwlab.app.training.results import RunOutcome, RunResult, read_result, write_result
 from dwlab.app.training.spec import RunSpec
@@ -233,6 +238,10 @@ class TrainingRun:
         too_long = chain.burn_in_warning(total_steps) if self.uses_samples else None
         if too_long:
             log.warning("%s: %s", self.spec.label, too_long)
+        if tcfg.bf16 and bf16_emulated(self.device):
+            log.warning("%s: bf16 autocast on a CPU without native bf16 (AVX512-BF16 or "
+                        "AMX) is emulated and several times slower than float32: set "
+                        "training.bf16 false (or --no-bf16) here", self.spec.label)
 
         started = time.perf_counter()  # of the current stretch of training time
 

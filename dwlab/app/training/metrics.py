@@ -50,6 +50,13 @@ def predict_probs(model: nn.Module, data: ImageData, batch_size: int, device: to
     return torch.cat(out)
 
 
+def bf16_emulated(device: torch.device) -> bool:
+    """Whether bf16 autocast on ``device`` would run without native bf16 arithmetic: on a
+    CPU without AVX512-BF16 or AMX, oneDNN emulates it (measured on an AVX2 CPU, ResNet18
+    width 8, batch 128: forward+backward 2.0 s against 0.26 s in float32)."""
+    return device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
     """bf16 autocast of the forward pass when asked for, else nothing."""
     if bf16:
