@@ -15,6 +15,16 @@ import torch
 from dwlab.sim.physics.noise import normal_
 
 
+def cumsum_rows_(t: torch.Tensor) -> torch.Tensor:
+    """``t.cumsum_(0)``, in place. On CPU, torch's cumsum along the first dimension costs
+    several times a loop of row additions (each vectorised along the contiguous row)."""
+    if t.device.type != "cpu":
+        return t.cumsum_(0)
+    for i in range(1, t.shape[0]):
+        t[i].add_(t[i - 1])
+    return t
+
+
 def _reflected_walk(
     y: torch.Tensor, rounds: torch.Tensor, steps: list[tuple[torch.Tensor, torch.Tensor]],
     generator: torch.Generator | None,
@@ -95,14 +105,16 @@ def _blocked_walk(
     # (block, device): rounds of each block that the device walks
     live_rounds = (rounds.unsqueeze(0) - first_round).clamp_(0, block).to(y.dtype)
     mean = torch.stack([m for m, _ in steps])  # (step in round, device)
-    var = torch.stack([s * s for _, s in steps])
+    sigma = torch.stack([s for _, s in steps])
+    var = sigma * sigma
     block_var = live_rounds * var.sum(0)
-    sums = normal_(torch.empty_like(block_var), generator).mul_(block_var.sqrt())
+    block_sd = block_var.sqrt()
+    sums = normal_(torch.empty_like(block_var), generator).mul_(block_sd)
     sums.addcmul_(live_rounds, mean.sum(0))
-    ends = sums.cumsum(0).add_(y)
+    ends = cumsum_rows_(sums.clone()).add_(y)
     starts = torch.cat([y.unsqueeze(0), ends[:-1]])
     lowest = torch.minimum(starts, ends)  # exact below the barrier once blocks are resolved
-    slack = block_var.sqrt().mul_(BRIDGE_SIGMAS).add_(mean.abs().sum(0))
+    slack = block_sd.mul_(BRIDGE_SIGMAS).add_(mean.abs().sum(0))
     # Resolved blocks by flat index into (block, device); d: their devices.
     k = ((lowest <= slack) & (live_rounds > 0)).view(-1).nonzero().squeeze(1)
     if k.numel():
@@ -111,17 +123,18 @@ def _blocked_walk(
         def at(t: torch.Tensor) -> torch.Tensor:
             return t.view(-1)[k]
 
-        live = (torch.arange(block, device=y.device).unsqueeze(1) < at(live_rounds)).to(y.dtype)
-        step_var = var[:, d].unsqueeze(0) * live.unsqueeze(1)  # (round, step, resolved)
-        pulses = normal_(torch.empty(step_var.shape, device=y.device, dtype=y.dtype), generator)
-        pulses.mul_(step_var.sqrt()).addcmul_(mean[:, d].unsqueeze(0), live.unsqueeze(1))
+        # (round, 1, resolved): 1 for the rounds the device walks in this block
+        live = (torch.arange(block, device=y.device).unsqueeze(1) < at(live_rounds)
+                ).to(y.dtype).unsqueeze(1)
+        pulses = normal_(torch.empty((block, len(steps), k.numel()), device=y.device,
+                                     dtype=y.dtype), generator)
+        pulses.mul_(sigma[:, d]).add_(mean[:, d]).mul_(live)  # (round, step, resolved)
         shortfall = (at(sums) - pulses.sum(dim=(0, 1))) / at(block_var).clamp_(min=1e-30)
-        pulses.addcmul_(step_var, shortfall)
-        path = pulses.view(-1, k.numel()).cumsum(0)
-        # Anchor the path on the block's end (same value up to rounding), so a wall whose
-        # lowest point is its last lands exactly on the barrier.
-        path.add_((at(ends) - path[-1]).unsqueeze(0))
-        lowest.view(-1)[k] = path.amin(0)
+        pulses.addcmul_(var[:, d], live.mul_(shortfall))  # the bridge: v_k / V of the gap
+        path = cumsum_rows_(pulses.view(-1, k.numel()))
+        # The path's lowest point, anchored on the block's end (same value up to rounding),
+        # so a wall whose lowest point is its last lands exactly on the barrier.
+        lowest.view(-1)[k] = path.amin(0) + (at(ends) - path[-1])
     low = lowest.amin(0)
     end = ends[-1] + (-low).clamp(min=0.0)
     return end, (low <= 0.0) & (rounds > 0)
