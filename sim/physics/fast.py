@@ -26,6 +26,11 @@ def _exact_total(counts: torch.Tensor) -> int:
     return int(total)
 
 
+FEW_NEAR_WALLS = 2048
+"""Up to this many walls near an end take one pulse-by-pulse walk watching both ends
+(:func:`apply_pulses_one_end` with ``far_end``) instead of being split by reach."""
+
+
 def apply_pulses_fast(
     x: torch.Tensor, n_push: torch.Tensor, n_pull: torch.Tensor,
     mu_push: torch.Tensor, sigma_push: torch.Tensor,
@@ -87,19 +92,25 @@ def apply_pulses_fast(
     both = torch.maximum(sub_x, 1.0 - sub_x) <= b.view(-1)[idx]  # far end within reach too
 
     def at_near(t: torch.Tensor) -> torch.Tensor:
-        return t.expand(x.shape).reshape(-1)[idx]
+        return t.expand(x.shape).reshape(-1).index_select(0, idx)
 
     sub_push, sub_pull = at_near(n_push.to(x.device)), at_near(n_pull.to(x.device))
     sub_mu_push, sub_sigma_push, sub_mu_pull, sub_sigma_pull = (
         at_near(t) for t in (mu_push, sigma_push, mu_pull, sigma_pull))
     flat_x, flat_touched = new_x.view(-1), touched.view(-1)
-    for name, mask, far_end in (("near_one_end", ~both, False), ("near_both_ends", both, True)):
+    if stats is not None:
+        stats["near_both_ends"] = int(both.sum())
+        stats["near_one_end"] = idx.numel() - stats["near_both_ends"]
+    args = (sub_x, sub_push, sub_pull, sub_mu_push, sub_sigma_push, sub_mu_pull, sub_sigma_pull)
+    if idx.numel() <= FEW_NEAR_WALLS:
+        # A few walls: one exact walk watching both ends costs less than the two calls
+        # (per-call overhead dominates at this size).
+        flat_x[idx], flat_touched[idx] = apply_pulses_one_end(
+            *args, generator=generator, far_end=True)
+        return new_x, touched
+    for mask, far_end in ((~both, False), (both, True)):
         sub = mask.nonzero().squeeze(1)
-        if stats is not None:
-            stats[name] = sub.numel()
         if sub.numel():
             flat_x[idx[sub]], flat_touched[idx[sub]] = apply_pulses_one_end(
-                sub_x[sub], sub_push[sub], sub_pull[sub], sub_mu_push[sub],
-                sub_sigma_push[sub], sub_mu_pull[sub], sub_sigma_pull[sub],
-                generator=generator, far_end=far_end)
+                *(t[sub] for t in args), generator=generator, far_end=far_end)
     return new_x, touched

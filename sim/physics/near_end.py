@@ -14,7 +14,6 @@ import math
 import torch
 from dwlab.sim.physics.noise import normal_
 
-
 LONG_ROW = 4096
 """Row length from which :func:`cumsum_rows_` adds row by row on CPU (measured crossover
 about 2,000-4,000 elements: below, the loop's per-call overhead dominates)."""
@@ -194,9 +193,9 @@ def apply_pulses_one_end(
     pull = n_pull.to(x.device, torch.long)
     counts = push + pull
     walk = _reflected_walk if far_end else _blocked_walk
-    if not far_end and x.numel() * (int(counts.max()) if counts.numel() else 0) <= chunk_elements:
-        # Blocked walks cost about sqrt(pulses) per wall: small sets go in one piece, sparing
-        # the sort and gathers that dominate when few walls are near an end.
+    if x.numel() * (int(counts.max()) if counts.numel() else 0) <= chunk_elements:
+        # Small sets go in one piece, sparing the sort and gathers that dominate when few
+        # walls are near an end.
         chunks: list[torch.Tensor | None] = [None]
     else:
         chunks = list(_similar_count_chunks(counts, chunk_elements))
