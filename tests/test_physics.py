@@ -94,7 +94,12 @@ def test_reference_pulse_order_matters_with_clipping():
         (0.3, 40, 10, 0.06),    # drift towards the far end
     ],
 )
-def test_fast_path_matches_reference_in_distribution(x0, push, pull, sd):
+@pytest.mark.parametrize("few_walls_path", [False, True])
+def test_fast_path_matches_reference_in_distribution(x0, push, pull, sd, few_walls_path,
+                                                     monkeypatch):
+    # Both ways of walking the near walls: split by reach (many walls), or one walk that
+    # watches both ends (up to FEW_NEAR_WALLS walls; raised here so all N take it).
+    monkeypatch.setattr(physics.fast, "FEW_NEAR_WALLS", N if few_walls_path else 0)
     args = make_args(N, x0, push, pull, sd_p=sd, sd_m=sd)
     x_fast, t_fast = physics.apply_pulses_fast(*args, generator=torch.Generator().manual_seed(3))
     x_ref, t_ref = physics.apply_pulses_reference(
