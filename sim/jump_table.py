@@ -8,7 +8,9 @@ pickle).
 
 - Device-to-device spread: every twin device copies one measured *source* device (drawn
   from the seed): its steps, its conductance at both ends. Correlations between a device's
-  conditions are kept.
+  conditions are kept. The steps' deviations from their device mean are widened a little
+  (:func:`_widen`, 4 % in sd for 26 steps), so that a device copied from a few dozen steps
+  is on average as spread, on the log scale, as the device itself.
 - Position: steps may be kept per conductance bin (``bins`` equal bins of the device's
   track; a bin with fewer than ``min_steps`` steps draws from the ``min_steps`` measured
   nearest to it in position instead). The default is one bin: the standard protocol
@@ -22,12 +24,13 @@ pickle).
   steps whose keys are nearest to it in rank. For devices without memory the key carries
   no information and this is a draw from a part of the pool. 12 neighbours by default:
   with 4, heavy-tailed devices locked onto a recorded outlier (``heavy_tails`` seed 0).
-- Read noise: replayed from each source device's recorded trace of single reads (the
-  ``read_noise`` record), consecutive reads taking consecutive stretches of it, so noise
-  that is not Gaussian or is correlated in time (telegraph noise) comes back as measured.
-  The trace is played forward, then backward, and so on (:func:`reflected`): played in a
-  loop, a trace that ends in another level than it starts (a slow fluctuator that flipped
-  an odd number of times) would add a level jump at every wrap that was never measured.
+- Read noise: replayed from the recorded traces of single reads (the ``read_noise``
+  record), consecutive reads taking consecutive stretches, so noise that is not Gaussian
+  or is correlated in time (telegraph noise) comes back as measured. Every twin device
+  plays the traces of all source devices, one after another, each forward then backward
+  (:func:`replay_sequence`, which says why), from its own random starting point: a
+  100-read trace is too short a sample of a slow fluctuator to stand for one device's
+  noise over a session. Noise that differs from device to device is therefore not kept.
   A measured step carries the noise of the two readings around it; the steps of each
   shape and polarity are shrunk about their device means so that their pooled
   within-device variance loses the variance the replay adds to a step. Keys are shrunk
@@ -82,7 +85,8 @@ class JumpTable:
     previous: np.ndarray
     """Per step: the step before it on its device (its Markov key), in track fractions."""
     read_traces: np.ndarray
-    """(D, R): each source device's single reads, less their mean, in time order (siemens)."""
+    """(D, R): each source device's single reads, less their mean, in time order (siemens);
+    every twin device replays all of them (:func:`replay_sequence`)."""
     bins: int
     neighbours: int = NEIGHBOURS
     """A draw picks among this many steps whose keys are nearest the device's last step."""

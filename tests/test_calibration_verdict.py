@@ -333,7 +333,7 @@ def test_replayed_read_noise_has_the_fluctuator_jumps_the_device_has():
     table = JumpTable(np.array([[1.0, 1e-8]]), np.full(n, 2.5e-4), np.full(n, 5e-4),
                       0 * one, one, np.zeros(1, np.float32), np.zeros(1, np.float32), trace, 1)
     twin = JumpTableArray((n,), table, seed=0, nominal_pulse=PulseShape(1.0, 1e-8))
-    # every twin device replays its own source's trace; at rest each keeps its wall
+    # every twin device replays the traces, joined where they meet; at rest each keeps its wall
     replayed = np.diff(torch.stack([twin.read(n_avg).conductance_siemens
                                     for _ in range(reads)], 1).numpy(), axis=1)
     jump = device.telegraph_siemens / 4

@@ -1,0 +1,95 @@
+"""The spread of a jump-table twin's devices: each copies a measured device from a few
+dozen recorded steps and replays read noise recorded over 100 reads, yet its steps must be
+as spread, device by device, as the measured device's (the held-out variance test of a
+calibration compares mean log variances per device)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from dwlab.sim.calibration import Steps
+from dwlab.sim.calibration.estimate import Calibration
+from dwlab.sim.calibration.goodness import _per_device
+from dwlab.sim.foreign import ForeignArray
+from dwlab.sim.jump_table import JumpTable, JumpTableArray, build_jump_table
+from dwlab.sim.presets import PRESETS
+
+from dwlab.core.types import PulsePlan, PulseShape
+
+SHAPE = PulseShape(1.0, 1e-8)
+G_MIN, G_MAX = 2.5e-4, 5e-4
+
+
+def memoryless_calibration(devices: int, repeats: int, seed: int) -> tuple[Calibration,
+                                                                          np.ndarray]:
+    """Gaussian push and pull steps, memoryless, every device with its own step spread
+    (log-normal over devices); no read noise. Returns it and each device's true log step
+    variance (siemens^2)."""
+    rng = np.random.default_rng(seed)
+    span = G_MAX - G_MIN
+    sd = 0.004 * span * np.exp(0.3 * rng.standard_normal(devices))
+    fitted = {}
+    for sign in (1, -1):
+        delta = sign * 0.01 * span + sd[:, None] * rng.standard_normal((devices, repeats))
+        device = np.repeat(np.arange(devices), repeats)
+        repeat = np.tile(np.arange(repeats), devices)
+        fitted[(1.0, 1e-8, sign)] = Steps(delta.ravel(), device, repeat,
+                                          np.full(delta.size, G_MIN + span / 2))
+    per_device = {"device": np.arange(devices), "g_min": np.full(devices, G_MIN),
+                  "g_max": np.full(devices, G_MAX)}
+    cal = Calibration(PRESETS["continuous_dw"], {}, (1.0, 1e-8), per_device, [],
+                      {"n_averages": 1, "recenter_every": repeats + 1}, fitted=fitted,
+                      read_traces={d: np.zeros(4) for d in range(devices)})
+    return cal, 2 * np.log(sd)
+
+
+def test_twin_devices_are_as_spread_as_their_sources_on_the_log_scale():
+    """A twin device draws from its source's 11 recorded steps. Drawn as recorded, its
+    step variance would be the pool's, (n - 1) / n of their sample variance, and the log of
+    a sample variance of 11 steps falls short of the log variance by 0.10 on average: the
+    twin's devices would be about 0.2 narrower in mean log variance than the devices."""
+    cal, true_log_var = memoryless_calibration(400, 12, seed=0)
+    table = build_jump_table(cal)
+    n, pairs = 2000, 30
+    twin = JumpTableArray((n,), table, seed=1, nominal_pulse=SHAPE)
+    one_push = PulsePlan.uniform(torch.ones(n, dtype=int), torch.zeros(n, dtype=int), SHAPE)
+    one_pull = PulsePlan.uniform(torch.zeros(n, dtype=int), torch.ones(n, dtype=int), SHAPE)
+    pushes = []
+    for _ in range(pairs):
+        before = twin.read(1).conductance_siemens
+        twin.apply(one_push)
+        pushes.append((twin.read(1).conductance_siemens - before).numpy())
+        twin.apply(one_pull)
+    steps = Steps(np.concatenate(pushes), np.tile(np.arange(n), pairs),
+                  np.repeat(np.arange(pairs), n), np.zeros(n * pairs))
+    _, log_var, _, _ = _per_device(steps)   # bias-corrected for the 30 steps per device
+    gap = float(log_var.mean() - true_log_var[twin.source.numpy()].mean())
+    print(f"twin minus source devices, mean log step variance: {gap:+.3f}")
+    assert abs(gap) < 0.08
+
+
+def test_replayed_read_noise_is_as_even_over_devices_as_the_devices():
+    """A slow fluctuator seen through 100-read traces: one trace in seven never flips, so a
+    twin device replaying its own source's trace alone would read almost without noise,
+    where every device's steps over a session see the fluctuator flip. The mean log
+    variance of 8-read steps at rest (1,600 reads, a tenth of a standard script's), per
+    device, must match the devices'."""
+    n, length, n_avg, reads = 1000, 100, 8, 200
+    device = ForeignArray((n,), "telegraph", seed=1)
+    trace = torch.stack([device.read(1).conductance_siemens for _ in range(length)], 1)
+    trace = (trace - trace.mean(1, keepdim=True)).double().numpy()
+    at_rest = np.diff(torch.stack([device.read(n_avg).conductance_siemens
+                                   for _ in range(reads)], 1).numpy(), axis=1)
+    one = np.ones((n, 1, 2, 1), dtype=np.int64)
+    table = JumpTable(np.array([[1.0, 1e-8]]), np.full(n, G_MIN), np.full(n, G_MAX),
+                      0 * one, one, np.zeros(1, np.float32), np.zeros(1, np.float32), trace, 1)
+    twin = JumpTableArray((n,), table, seed=0, nominal_pulse=SHAPE)
+    replayed = np.diff(torch.stack([twin.read(n_avg).conductance_siemens
+                                    for _ in range(reads)], 1).numpy(), axis=1)
+
+    def mean_log_var(steps: np.ndarray) -> float:
+        return float(np.log(steps.var(axis=1, ddof=1)).mean())
+
+    gap = mean_log_var(replayed) - mean_log_var(at_rest)
+    print(f"twin minus device, mean log variance of 8-read steps at rest: {gap:+.3f}")
+    assert abs(gap) < 0.1
