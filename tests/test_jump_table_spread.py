@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from dwlab.sim.calibration import Steps
 from dwlab.sim.calibration.estimate import Calibration
-from dwlab.sim.calibration.goodness import _per_device
+from dwlab.sim.calibration.goodness import _per_device, compare_condition
 from dwlab.sim.foreign import ForeignArray
 from dwlab.sim.jump_table import JumpTable, JumpTableArray, build_jump_table
 from dwlab.sim.presets import PRESETS
@@ -62,7 +62,7 @@ def test_twin_devices_are_as_spread_as_their_sources_on_the_log_scale():
         twin.apply(one_pull)
     steps = Steps(np.concatenate(pushes), np.tile(np.arange(n), pairs),
                   np.repeat(np.arange(pairs), n), np.zeros(n * pairs))
-    _, log_var, _, _ = _per_device(steps)   # bias-corrected for the 30 steps per device
+    _, _, log_var, _, _ = _per_device(steps)   # bias-corrected for the 30 steps per device
     gap = float(log_var.mean() - true_log_var[twin.source.numpy()].mean())
     print(f"twin minus source devices, mean log step variance: {gap:+.3f}")
     assert abs(gap) < 0.08
@@ -93,3 +93,38 @@ def test_replayed_read_noise_is_as_even_over_devices_as_the_devices():
     gap = mean_log_var(replayed) - mean_log_var(at_rest)
     print(f"twin minus device, mean log variance of 8-read steps at rest: {gap:+.3f}")
     assert abs(gap) < 0.1
+
+
+def test_copies_of_one_source_count_once_in_the_held_out_tests():
+    """Simulated devices that copy 16 recorded source devices (as jump-table twin devices
+    copy theirs), against 64 other devices of the same population: the twin is right, yet
+    the mean and variance tests reject it far more often than their level if the 256 copies
+    count as independent devices. Counting one unit per source keeps them near it."""
+    rng = np.random.default_rng(6)
+    key, level, runs = (1.0, 1e-8, 1), 0.05, 200
+    rejected: dict[bool, list[bool]] = {True: [], False: []}
+
+    def device_steps(devices: int, steps: int) -> np.ndarray:
+        centre = rng.standard_normal(devices)
+        spread = np.exp(0.5 * rng.standard_normal(devices))
+        return centre[:, None] + spread[:, None] * rng.standard_normal((devices, steps))
+
+    def as_steps(delta: np.ndarray) -> Steps:
+        devices, steps = delta.shape
+        return Steps(delta.ravel(), np.repeat(np.arange(devices), steps),
+                     np.tile(np.arange(steps), devices), np.zeros(delta.size))
+
+    for _ in range(runs):
+        measured = as_steps(device_steps(64, 10))
+        recorded = device_steps(16, 30)
+        source = rng.integers(0, 16, 256)
+        copies = recorded[source[:, None], rng.integers(0, 30, (256, 10))]
+        for by_source in (True, False):
+            check = compare_condition(key, measured, as_steps(copies),
+                                      source if by_source else None)
+            rejected[by_source].append(min(check.p["mean"], check.p["variance"]) < level)
+    rate = {k: float(np.mean(v)) for k, v in rejected.items()}
+    print(f"either test below {level} in {runs} runs: one unit per source {rate[True]:.3f}, "
+          f"every copy a unit {rate[False]:.3f} (nominal about {1 - (1 - level) ** 2:.3f})")
+    assert rate[True] < 0.15
+    assert rate[False] > 0.3
