@@ -1,7 +1,10 @@
-"""The spread of a jump-table twin's devices: each copies a measured device from a few
-dozen recorded steps and replays read noise recorded over 100 reads, yet its steps must be
-as spread, device by device, as the measured device's (the held-out variance test of a
-calibration compares mean log variances per device)."""
+"""The spread of a jump-table twin's devices, and how its held-out check counts them.
+
+Each twin device copies a measured device from a few dozen recorded steps and replays read
+noise recorded over 100 reads, yet its steps must be as spread, device by device, as the
+measured device's (the held-out variance test compares mean log variances per device), and
+its read noise must jump between levels as the device's does. Copies of one source device
+are not independent; the check must count them once."""
 
 from __future__ import annotations
 
@@ -68,24 +71,50 @@ def test_twin_devices_are_as_spread_as_their_sources_on_the_log_scale():
     assert abs(gap) < 0.08
 
 
-def test_replayed_read_noise_is_as_even_over_devices_as_the_devices():
-    """A slow fluctuator seen through 100-read traces: one trace in seven never flips, so a
-    twin device replaying its own source's trace alone would read almost without noise,
-    where every device's steps over a session see the fluctuator flip. The mean log
-    variance of 8-read steps at rest (1,600 reads, a tenth of a standard script's), per
-    device, must match the devices'."""
-    n, length, n_avg, reads = 1000, 100, 8, 200
-    device = ForeignArray((n,), "telegraph", seed=1)
-    trace = torch.stack([device.read(1).conductance_siemens for _ in range(length)], 1)
+def telegraph_at_rest(n: int, reads: int, seed: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """``n`` telegraph devices at rest: a 100-read trace each (as the standard script
+    records it), then ``reads`` 8-read means; a jump-table twin replaying the traces, read
+    the same way. Returns the fluctuator's amplitude and the devices' and the twin's
+    8-read steps, one row per device."""
+    device = ForeignArray((n,), "telegraph", seed=seed)
+    trace = torch.stack([device.read(1).conductance_siemens for _ in range(100)], 1)
     trace = (trace - trace.mean(1, keepdim=True)).double().numpy()
-    at_rest = np.diff(torch.stack([device.read(n_avg).conductance_siemens
-                                   for _ in range(reads)], 1).numpy(), axis=1)
+
+    def steps(array: ForeignArray | JumpTableArray) -> np.ndarray:
+        return np.diff(torch.stack([array.read(8).conductance_siemens
+                                    for _ in range(reads)], 1).numpy(), axis=1)
+
+    at_rest = steps(device)
     one = np.ones((n, 1, 2, 1), dtype=np.int64)
     table = JumpTable(np.array([[1.0, 1e-8]]), np.full(n, G_MIN), np.full(n, G_MAX),
                       0 * one, one, np.zeros(1, np.float32), np.zeros(1, np.float32), trace, 1)
-    twin = JumpTableArray((n,), table, seed=0, nominal_pulse=SHAPE)
-    replayed = np.diff(torch.stack([twin.read(n_avg).conductance_siemens
-                                    for _ in range(reads)], 1).numpy(), axis=1)
+    # no steps to draw: at rest each twin device keeps its wall and reads the traces
+    return device.telegraph_siemens, at_rest, steps(JumpTableArray((n,), table, seed=0,
+                                                                   nominal_pulse=SHAPE))
+
+
+def test_replayed_read_noise_has_the_fluctuator_jumps_the_device_has():
+    """Read in 8-read means at rest, the jump-table twin must jump between levels as often
+    as the device does. Replayed in a loop, a trace whose fluctuator ends in the other
+    level adds an unmeasured jump at every wrap (about 1.2 x as many jumps)."""
+    amplitude, at_rest, replayed = telegraph_at_rest(4000, 40, seed=0)
+
+    def jumps(steps: np.ndarray) -> float:
+        return float(np.mean(np.abs(steps) > amplitude / 4))
+
+    ratio = jumps(replayed) / jumps(at_rest)
+    print(f"level jumps per 8-read step: device {jumps(at_rest):.4f}, twin "
+          f"{jumps(replayed):.4f} (ratio {ratio:.3f}); step variance ratio "
+          f"{replayed.var() / at_rest.var():.3f}")
+    assert 0.85 < ratio < 1.12
+
+
+def test_replayed_read_noise_is_as_even_over_devices_as_the_devices():
+    """One 100-read trace in seven never flips, so a twin device replaying its own
+    source's trace alone would read almost without noise, where every device's steps over
+    a session see the fluctuator flip. The mean log variance of 8-read steps at rest (1,600
+    reads, a tenth of a standard script's), per device, must match the devices'."""
+    _, at_rest, replayed = telegraph_at_rest(1000, 200, seed=1)
 
     def mean_log_var(steps: np.ndarray) -> float:
         return float(np.log(steps.var(axis=1, ddof=1)).mean())
