@@ -317,32 +317,3 @@ def test_plan_sums_follow_the_exact_path(name):
     else:
         assert p_ks > 1e-3
 
-
-def test_replayed_read_noise_has_the_fluctuator_jumps_the_device_has():
-    """A slow two-level fluctuator seen through a 100-read trace (as the standard script
-    records it): read in 8-read means at rest, the jump-table twin must jump between levels
-    as often as the device does. Replayed in a loop, a trace whose fluctuator ends in the
-    other level adds an unmeasured jump at every wrap (about 1.2 x as many jumps)."""
-    n, length, n_avg, reads = 4000, 100, 8, 40
-    device = ForeignArray((n,), "telegraph", seed=0)
-    trace = torch.stack([device.read(1).conductance_siemens for _ in range(length)], 1)
-    trace = (trace - trace.mean(1, keepdim=True)).double().numpy()
-    at_rest = np.diff(torch.stack([device.read(n_avg).conductance_siemens
-                                   for _ in range(reads)], 1).numpy(), axis=1)
-    one = np.ones((n, 1, 2, 1), dtype=np.int64)
-    table = JumpTable(np.array([[1.0, 1e-8]]), np.full(n, 2.5e-4), np.full(n, 5e-4),
-                      0 * one, one, np.zeros(1, np.float32), np.zeros(1, np.float32), trace, 1)
-    twin = JumpTableArray((n,), table, seed=0, nominal_pulse=PulseShape(1.0, 1e-8))
-    # every twin device replays its own source's trace; at rest each keeps its wall
-    replayed = np.diff(torch.stack([twin.read(n_avg).conductance_siemens
-                                    for _ in range(reads)], 1).numpy(), axis=1)
-    jump = device.telegraph_siemens / 4
-
-    def jumps(steps: np.ndarray) -> float:
-        return float(np.mean(np.abs(steps) > jump))
-
-    ratio = jumps(replayed) / jumps(at_rest)
-    print(f"level jumps per 8-read step: device {jumps(at_rest):.4f}, twin "
-          f"{jumps(replayed):.4f} (ratio {ratio:.3f}); step variance ratio "
-          f"{replayed.var() / at_rest.var():.3f}")
-    assert 0.85 < ratio < 1.12

@@ -15,6 +15,14 @@ device, or on within-device residuals, which the twin's physics makes independen
   within-device spread, so it sees the form of the step distribution (tails, several
   modes), not its scale.
 
+A simulation whose devices copy measured ones (the jump-table twin: each simulated device
+replays one *source* device's steps) has devices that are not independent either: copies
+of one source share its recorded steps, so a few hundred simulated devices carry only as
+much about the source population as there are sources. Given each simulated device's
+source, the ``mean`` and ``variance`` tests take one number per source (the mean over its
+copies) and ``spread`` counts the sources as its sample size; otherwise the sampling noise
+of the recorded steps the twin copies would count as evidence against it.
+
 A condition fails when any of its four p-values falls below ``alpha / (4 * conditions)``
 (Bonferroni over every test of the calibration). No test shrinks a sample size after the
 fact: a misfit that makes devices look alike cannot hide evidence.
@@ -70,9 +78,9 @@ class ConditionCheck:
         return f"{a:g} V, {w:g} s, {'push' if s > 0 else 'pull'}"
 
 
-def _per_device(steps: Steps) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per device with at least two steps: mean, log variance (bias-corrected), count; and
-    the pooled within-device residuals."""
+def _per_device(steps: Steps) -> tuple[np.ndarray, ...]:
+    """Per device with at least two steps: device, mean, log variance (bias-corrected),
+    count; and the pooled within-device residuals."""
     from scipy.special import digamma
 
     devices, inverse, counts = np.unique(steps.device, return_inverse=True,
@@ -87,7 +95,13 @@ def _per_device(steps: Steps) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     # E[log s^2] = log sigma^2 + digamma((m-1)/2) - log((m-1)/2) for Gaussian steps.
     log_var = np.log(np.maximum(var, 1e-300)) - digamma((m - 1) / 2) + np.log((m - 1) / 2)
     scaled = resid * np.sqrt(counts / np.maximum(counts - 1, 1))[inverse]
-    return means[ok], log_var, m, scaled[ok[inverse]]
+    return devices[ok], means[ok], log_var, m, scaled[ok[inverse]]
+
+
+def _source_means(values: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` over the devices of each source (one number per source)."""
+    _, inverse = np.unique(sources, return_inverse=True)
+    return np.bincount(inverse, values) / np.bincount(inverse)
 
 
 def _excess_kurtosis(x: np.ndarray) -> float:
@@ -96,38 +110,49 @@ def _excess_kurtosis(x: np.ndarray) -> float:
     return float(np.mean(x**4) / v**2 - 3.0) if v > 0 else 0.0
 
 
-def compare_condition(key: ConditionKey, measured: Steps, simulated: Steps) -> ConditionCheck:
-    """The four tests of one condition (see the module docstring)."""
-    from scipy.stats import ks_2samp, ttest_ind
+def compare_condition(key: ConditionKey, measured: Steps, simulated: Steps,
+                      sources: np.ndarray | None = None) -> ConditionCheck:
+    """The four tests of one condition (see the module docstring); ``sources``: the source
+    device of each simulated device (index by simulated device), when they copy sources."""
+    from scipy.stats import ks_2samp, kstwobign, ttest_ind
 
-    mean_m, logv_m, _, res_m = _per_device(measured)
-    mean_s, logv_s, _, res_s = _per_device(simulated)
+    _, mean_m, logv_m, _, res_m = _per_device(measured)
+    dev_s, mean_s, logv_s, _, res_s = _per_device(simulated)
+    unit_mean, unit_logv = mean_s, logv_s
+    if sources is not None:
+        unit_mean = _source_means(mean_s, sources[dev_s])
+        unit_logv = _source_means(logv_s, sources[dev_s])
     p: dict[str, float] = {}
-    p["mean"] = float(ttest_ind(mean_m, mean_s, equal_var=False).pvalue)
-    p["variance"] = float(ttest_ind(logv_m, logv_s, equal_var=False).pvalue)
-    p["spread"] = float(ks_2samp(mean_m, mean_s).pvalue)
+    p["mean"] = float(ttest_ind(mean_m, unit_mean, equal_var=False).pvalue)
+    p["variance"] = float(ttest_ind(logv_m, unit_logv, equal_var=False).pvalue)
+    ks = ks_2samp(mean_m, mean_s)
+    p["spread"] = float(ks.pvalue)
+    if sources is not None:  # asymptotic, with as many simulated units as sources
+        n, k = len(mean_m), len(unit_mean)
+        p["spread"] = float(kstwobign.sf(ks.statistic * np.sqrt(n * k / (n + k))))
     sd_m, sd_s = float(np.std(res_m)), float(np.std(res_s))
     p["shape"] = float(ks_2samp(res_m / max(sd_m, 1e-300), res_s / max(sd_s, 1e-300)).pvalue)
     # A constant sample (no spread at all) gives NaN: count it as no evidence either way.
     p = {k: (1.0 if not np.isfinite(v) else v) for k, v in p.items()}
     se = float(np.sqrt(np.var(mean_m, ddof=1) / len(mean_m)
-                       + np.var(mean_s, ddof=1) / len(mean_s)))
+                       + np.var(unit_mean, ddof=1) / len(unit_mean)))
     sd_meas, sd_sim = float(np.std(measured.delta, ddof=1)), float(np.std(simulated.delta, ddof=1))
     return ConditionCheck(
         key, len(measured.delta), len(simulated.delta), len(mean_m), len(mean_s),
         float(measured.delta.mean()), float(simulated.delta.mean()), sd_meas, sd_sim,
-        float((mean_m.mean() - mean_s.mean()) / se) if se > 0 else 0.0,
+        float((mean_m.mean() - unit_mean.mean()) / se) if se > 0 else 0.0,
         sd_meas / sd_sim if sd_sim > 0 else float("inf"),
         (_excess_kurtosis(res_m), _excess_kurtosis(res_s)), p)
 
 
 def compare_steps(measured: dict[ConditionKey, Steps], simulated: dict[ConditionKey, Steps],
-                  alpha: float) -> list[ConditionCheck]:
+                  alpha: float, sources: np.ndarray | None = None) -> list[ConditionCheck]:
     """Every condition present in both with at least two devices of two steps each,
-    decided at the Bonferroni level ``alpha / (4 * conditions)``."""
+    decided at the Bonferroni level ``alpha / (4 * conditions)``; ``sources`` as for
+    :func:`compare_condition`."""
     keys = [k for k in sorted(set(measured) & set(simulated))
             if _usable(measured[k]) and _usable(simulated[k])]
-    checks = [compare_condition(k, measured[k], simulated[k]) for k in keys]
+    checks = [compare_condition(k, measured[k], simulated[k], sources) for k in keys]
     for c in checks:
         c.threshold = alpha / (len(TESTS) * len(checks))
     return checks
