@@ -101,16 +101,19 @@ def apply_pulses_fast(
     if stats is not None:
         stats["near_both_ends"] = int(both.sum())
         stats["near_one_end"] = idx.numel() - stats["near_both_ends"]
-    args = (sub_x, sub_push, sub_pull, sub_mu_push, sub_sigma_push, sub_mu_pull, sub_sigma_pull)
+
+    def walk(sel: torch.Tensor | slice, far_end: bool) -> None:
+        flat_x[idx[sel]], flat_touched[idx[sel]] = apply_pulses_one_end(
+            sub_x[sel], sub_push[sel], sub_pull[sel], sub_mu_push[sel], sub_sigma_push[sel],
+            sub_mu_pull[sel], sub_sigma_pull[sel], generator=generator, far_end=far_end)
+
     if idx.numel() <= FEW_NEAR_WALLS:
         # A few walls: one exact walk watching both ends costs less than the two calls
         # (per-call overhead dominates at this size).
-        flat_x[idx], flat_touched[idx] = apply_pulses_one_end(
-            *args, generator=generator, far_end=True)
+        walk(slice(None), far_end=True)
         return new_x, touched
     for mask, far_end in ((~both, False), (both, True)):
         sub = mask.nonzero().squeeze(1)
         if sub.numel():
-            flat_x[idx[sub]], flat_touched[idx[sub]] = apply_pulses_one_end(
-                *(t[sub] for t in args), generator=generator, far_end=far_end)
+            walk(sub, far_end)
     return new_x, touched
