@@ -5,6 +5,7 @@ calibration never sees; ``dwlab calibrate`` must recover them and pass the held-
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def served_lab(tmp_path):
 @pytest.mark.slow
 def test_round_trip_through_the_virtual_lab_with_the_commands(served_lab, tmp_path, capsys):
     """`dwlab protocols run` (the checked-in calibration script, fewer repeats) against the
-    served lab, then `dwlab calibrate`: every parameter back, verdict PASS."""
+    served lab, then `dwlab calibrate`: every parameter back, and no more disagreement than
+    the verdict's false-alarm rate allows."""
     config, truth = served_lab
     data = yaml.safe_load(SCRIPT_FILE.read_text())
     data.update(lab_config=str(config), array="chip")
@@ -85,13 +87,20 @@ def test_round_trip_through_the_virtual_lab_with_the_commands(served_lab, tmp_pa
 
     out = tmp_path / "calibrations" / "virtual.yaml"
     code = main(["calibrate", str(record), "-o", str(out), "--sim-devices", "96",
-                 "--bootstrap", "200", "--report-dir", str(tmp_path / "reports")])
+                 "--bootstrap", "200", "--report-dir", str(tmp_path / "reports"),
+                 "--write-anyway"])
     captured = capsys.readouterr()
     printed = captured.out
     assert code == 0, printed + captured.err
-    assert "PASS" in printed
+    # The verdict is a test at family-wise alpha 0.05, so a twin's own records fail one
+    # condition in about one run of twenty (benchmarks/calibration_verdicts.py measures
+    # that rate over seeds); two or more of the 16 (each at alpha 0.05 / 64) would be a
+    # misfit, about 1e-3 by chance.
+    passed = printed.startswith("verdict: PASS")
+    failed = re.search(r"(\d+) of 16 conditions disagree", printed)
+    assert passed or (failed is not None and int(failed.group(1)) <= 1), printed
     cal = yaml.safe_load(out.read_text())
-    assert cal["goodness_of_fit"]["passed"] is True
+    assert cal["goodness_of_fit"]["passed"] is passed
     misses = {name: cal["params"][name] for name in FITTED
               if not within(cal["params"][name]["value"], truth[name],
                             cal["params"][name]["stderr"])}
