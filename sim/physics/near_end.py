@@ -62,7 +62,7 @@ def _reflected_walk(
     walk = walk.view(-1, n)
     first_step = walk[0].clone()
     walk[0].add_(y)
-    walk = walk.cumsum_(dim=0)
+    walk = cumsum_rows_(walk)
     lowest = walk.amin(dim=0)
     end = walk[-1] + (-lowest).clamp(min=0.0)
     touched = (lowest <= 0.0) & (rounds > 0)
@@ -183,7 +183,7 @@ def apply_pulses_one_end(
     walls whose far end is out of reach (the caller checks), or for every wall with
     ``far_end=True`` (paths reaching the far end are replayed with both clips). Flat
     inputs; walls are grouped by pulse count (:func:`_similar_count_chunks`) and each group
-    is vectorised (one group when the blocked walk's work is small). Walls with one end in
+    is vectorised (one group when the set is small). Walls with one end in
     reach walk in blocks (:func:`_blocked_walk`), so their work grows with the square root
     of their pulses; with ``far_end`` it is about ``pulses``.
     """
