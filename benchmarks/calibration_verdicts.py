@@ -28,20 +28,31 @@ STANDARD = Path(__file__).resolve().parents[1] / "lab_configs" / "protocols" / "
 def one_run(model: str, seed: int, folder: str) -> dict:
     import torch
     from dwlab.protocols.script import load_script, run_script
+    from dwlab.sim.calibration.goodness import compare_steps
     from dwlab.sim.foreign import ForeignArray
     from dwlab.sim.twin import TwinArray
 
-    from dwlab.app.commands.calibrate import run_calibration
+    from dwlab.app.commands.calibrate import (
+        measured_limits,
+        run_calibration,
+        simulate_switching,
+    )
+
+    def array_of(shape: tuple[int, ...], array_seed: int, **kwargs):
+        return (TwinArray(shape, seed=array_seed, **kwargs) if model == "twin"
+                else ForeignArray(shape, model, seed=array_seed, **kwargs))
 
     torch.set_num_threads(1)
     work = Path(folder) / f"{model}-{seed}"
-    array = (TwinArray((8, 8), seed=seed) if model == "twin"
-             else ForeignArray((8, 8), model, seed=seed))
-    records = run_script(load_script(STANDARD), array, work / "records", progress=False,
-                         plots=False)
+    records = run_script(load_script(STANDARD), array_of((8, 8), seed), work / "records",
+                         progress=False, plots=False)
     run = run_calibration([records.folder], work / "calibration.yaml",
                           report_parent=work / "reports", seed=seed, progress=False,
                           figures=False)
+    cal = run.calibration
+    truth = simulate_switching(array_of((256,), seed + 7919, limits=measured_limits(cal)), cal,
+                               work / "true_model", seed + 7919, 4, progress=False)
+    truth_failed = [c for c in compare_steps(cal.heldout, truth, 0.05) if not c.passed]
     v = run.verdict
     physics = sorted({p for c in v.checks for p in c.disagreements})
     return {"model": model, "seed": seed, "verdict": v.verdict,
@@ -49,7 +60,9 @@ def one_run(model: str, seed: int, folder: str) -> dict:
             "physics": physics, "flags": len(v.flags),
             "jump": run.jump_table.verdict.verdict if run.jump_table else "-",
             "jump_failed": (sum(not c.passed for c in run.jump_table.verdict.checks)
-                            if run.jump_table else 0)}
+                            if run.jump_table else 0),
+            "truth_failed": len(truth_failed),
+            "truth_labels": [f"{c.label} ({', '.join(c.failed)})" for c in truth_failed]}
 
 
 def main() -> None:
@@ -75,7 +88,8 @@ def main() -> None:
                 print(f"{r['model']:>12} seed {r['seed']:>2}: {r['verdict']:<17} "
                       f"{r['failed']:>2}/{r['conditions']} conditions failed, "
                       f"{r['flags']} fit flags; jump table {r['jump']} "
-                      f"({r['jump_failed']} failed); {'; '.join(r['physics'])}", flush=True)
+                      f"({r['jump_failed']} failed); true model {r['truth_failed']} failed "
+                      f"{r['truth_labels']}; {'; '.join(r['physics'])}", flush=True)
     summarise(results, models)
 
 
@@ -84,7 +98,8 @@ def summarise(results: list[dict], models: list[str]) -> None:
 
     print()
     print(f"{'model':>12} {'runs':>4} {'PASS':>4} {'MISFIT':>6} {'INSUFF':>6} "
-          f"{'failed cond. (min-max)':>22} {'jump PASS':>9}  physics named (runs)")
+          f"{'failed cond. (min-max)':>22} {'jump PASS':>9} {'true model PASS':>15}  "
+          "physics named (runs)")
     for m in models:
         rs = [r for r in results if r["model"] == m]
         if not rs:
@@ -94,9 +109,10 @@ def summarise(results: list[dict], models: list[str]) -> None:
         named = Counter(p for r in rs for p in r["physics"])
         misfits = [r for r in rs if r["verdict"] == "MISFIT"]
         jump = sum(r["jump"] == "PASS" for r in misfits)
+        truth = sum(r["truth_failed"] == 0 for r in rs)
         print(f"{m:>12} {len(rs):>4} {count['PASS']:>4} {count['MISFIT']:>6} "
               f"{count['INSUFFICIENT DATA']:>6} {min(failed):>12}-{max(failed):<2}/"
-              f"{rs[0]['conditions']:<6} {jump:>4}/{len(misfits):<4}  "
+              f"{rs[0]['conditions']:<6} {jump:>4}/{len(misfits):<4} {truth:>10}/{len(rs):<4}  "
               + "; ".join(f"{p} ({n})" for p, n in named.most_common()))
     twin = [r for r in results if r["model"] == "twin"]
     if twin:

@@ -67,6 +67,22 @@ def test_same_physics_passes_and_each_test_sees_its_own_misfit():
     assert p_values(per_device=40, tails=True)["shape"] < 1e-4
 
 
+def test_one_far_outlier_does_not_set_the_shape_tests_scale():
+    """Both samples are the same physics; the larger holds one step 80 spreads out (as a
+    jump-table twin holds a recorded outlier at its recorded rate). Standardised by the
+    plain standard deviation, that step squeezed its whole sample and KS failed (p 1e-11
+    here); left out of the scale, the same physics passes. Heavy tails stay visible."""
+    rng = np.random.default_rng(2)
+    key = (1.0, 1e-8, 1)
+    measured = clustered(rng, 64, 10, mean=1.0, between=0.2, within=0.5)
+    simulated = clustered(rng, 256, 10, mean=1.0, between=0.2, within=0.5)
+    simulated.delta[7] += 80 * 0.5
+    assert compare_condition(key, measured, simulated).p["shape"] > 1e-3
+    tails = clustered(rng, 64, 40, mean=1.0, between=0.2, within=0.5, tails=True)
+    plain = clustered(rng, 256, 40, mean=1.0, between=0.2, within=0.5)
+    assert compare_condition(key, tails, plain).p["shape"] < 1e-4
+
+
 def test_a_fit_that_hides_misfit_in_device_spread_is_caught():
     """The failure the design-effect correction let through: the fit moved the measured
     step-to-step spread into device-to-device spread. Pooled over devices the two step
