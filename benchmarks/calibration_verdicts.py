@@ -1,7 +1,8 @@
 """Calibration verdicts on records of known physics: false alarms and misfits.
 
     python benchmarks/calibration_verdicts.py [--twin-seeds 20] [--foreign-seeds 5]
-        [--models twin,heavy_tails,creep,pinning,telegraph] [--workers 2] [--keep DIR]
+        [--first-seed 0] [--models twin,heavy_tails,creep,pinning,telegraph] [--workers 2]
+        [--keep DIR]
 
 Per seed: an 8x8 array (the default continuous twin, or one of the foreign-physics models
 of ``dwlab.sim.foreign``) runs the standard protocol script
@@ -70,13 +71,15 @@ def main() -> None:
     ap.add_argument("--twin-seeds", type=int, default=20)
     ap.add_argument("--foreign-seeds", type=int, default=5)
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds run from here (to split a sweep between machines or cores)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", default=None, help="keep records and reports in this folder")
     args = ap.parse_args()
     models = args.models.split(",")
     # seed-major order, so a run cut short still covers every model
-    jobs = [(m, s) for s in range(max(args.twin_seeds, args.foreign_seeds)) for m in models
-            if s < (args.twin_seeds if m == "twin" else args.foreign_seeds)]
+    jobs = [(m, args.first_seed + s) for s in range(max(args.twin_seeds, args.foreign_seeds))
+            for m in models if s < (args.twin_seeds if m == "twin" else args.foreign_seeds)]
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or tmp
         with ProcessPoolExecutor(args.workers) as pool:
