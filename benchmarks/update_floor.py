@@ -5,7 +5,8 @@ In one process, on the Fashion-MNIST ResNet18 (``lab_configs/fashion_resnet18.ya
 
 - ``forward+backward``: the network's own pass (what float SGD costs, bar its update);
 - ``dwlab opt.step()``: the push-pull SGLD step through the twin's differential pairs, as
-  training runs it (plan, apply, read back, re-centre, statistics, per array);
+  training runs it (plan and apply for all arrays at once, then per array read back,
+  re-centre and statistics);
 - ``floor``: the fewest whole-array operations any push-pull pair update needs, over all
   devices of the network in one flat tensor: stochastic rounding of the pulse counts
   (one uniform draw per weight), the push/pull split of the budget, one Gaussian per device

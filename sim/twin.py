@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -45,6 +46,22 @@ def _spread(
     """Per-device values ``base * (1 + rel * N(0,1))``, kept positive."""
     noise = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
     return (base * (1.0 + rel * noise)).clamp(min=base * 0.05 if base > 0 else 0.0)
+
+
+def _end_to_end(workspace: dict[str, torch.Tensor], key: str, parts: list[torch.Tensor]
+                ) -> torch.Tensor:
+    """``parts`` end to end in the work tensor ``key``: one copy each, whatever their
+    layout (a plan's counts may be strided views)."""
+    n = sum(part.numel() for part in parts)
+    out = workspace.get(key)
+    if out is None or out.numel() != n or out.dtype != parts[0].dtype \
+            or out.device != parts[0].device:
+        out = workspace[key] = torch.empty(n, dtype=parts[0].dtype, device=parts[0].device)
+    start = 0
+    for part in parts:
+        out[start:start + part.numel()].view(part.shape).copy_(part)
+        start += part.numel()
+    return out
 
 
 class TwinArray(ArrayBase):
@@ -111,12 +128,17 @@ class TwinArray(ArrayBase):
         self._moments_key: tuple[PulseShape, PulseShape] | None = None
         self._moments: tuple[torch.Tensor, ...] = ()
         self._workspace: dict[str, torch.Tensor] = {}  # scratch of the fast path
+        self._batch_moments: tuple[list[torch.Tensor], tuple[torch.Tensor, ...]] = ([], ())
+        self._nominal_step: tuple[Any, tuple[float, float]] = (None, (0.0, 0.0))
 
     # -- DeviceArray -------------------------------------------------------------------
 
     def describe(self) -> ArrayInfo:
         p = self.params
-        step, step_sigma = self._nominal_step_siemens()
+        key = (p, self.nominal_pulse)
+        if self._nominal_step[0] != key:  # a controller asks every step: torch work
+            self._nominal_step = (key, self._nominal_step_siemens())
+        step, step_sigma = self._nominal_step[1]
         return ArrayInfo(
             name=self.name,
             backend=self.backend,
@@ -170,36 +192,103 @@ class TwinArray(ArrayBase):
     def apply(self, plan: PulsePlan, *, reference: bool = False) -> PulseReceipt:
         """Apply a plan (checked first: a refused plan changes nothing). ``reference=True``
         uses the pulse-by-pulse path for every device (slow; for tests)."""
+        if self._fast_path and not reference:
+            return TwinArray.apply_batch([self], [plan])[0]
         plan.check_against(self.shape, self.limits)
         push = plan.push.to(self.torch_device)
         pull = plan.pull.to(self.torch_device)
-        mu_push, sigma_push, mu_pull, sigma_pull, var_push, var_pull = self._plan_moments(plan)
+        mu_push, sigma_push, mu_pull, sigma_pull, _, _ = self._plan_moments(plan)
         g = self.generator
-        details: dict[str, Any] = {"model": self.model}
         if self.model == "binary_mtj":
             self.x = physics.two_state_pulses(self.x, push, pull, mu_push, mu_pull, g)
             touched = torch.zeros((), dtype=torch.bool)
-        elif self.model == "multistate":
+        else:  # multistate (walls settle at notches after every pulse), or reference
             self.x, touched = physics.apply_pulses_reference(
                 self.x, push, pull, mu_push, sigma_push, mu_pull, sigma_pull, g,
                 notches=self.notches,
             )
-        elif reference:
-            self.x, touched = physics.apply_pulses_reference(
-                self.x, push, pull, mu_push, sigma_push, mu_pull, sigma_pull, g
-            )
-        else:
-            self.x, touched = physics.apply_pulses_fast(
-                self.x, push, pull, mu_push, sigma_push, mu_pull, sigma_pull, g,
-                var_push=var_push, var_pull=var_pull, stats=details, workspace=self._workspace,
-            )
-        # The fast path counts pulses exactly and cheaply; a plan's own sums are slow at scale.
-        self.pulses_applied += details.pop("pulses", None) or plan.total_pulses()
+        self.pulses_applied += plan.total_pulses()
         return PulseReceipt(
             push_applied=plan.push, pull_applied=plan.pull,
             devices_clipped=int(torch.count_nonzero(touched)),
-            details=details,
+            details={"model": self.model},
         )
+
+    @property
+    def _fast_path(self) -> bool:
+        """Wall models take the closed form (exact near the ends), alone or in a batch."""
+        return self.model not in ("binary_mtj", "multistate")
+
+    @classmethod
+    def apply_batch(cls, arrays: Sequence[TwinArray], plans: Sequence[PulsePlan]
+                    ) -> list[PulseReceipt]:
+        """Apply ``plans[i]`` to ``arrays[i]``: the wall models on one torch device as one
+        flat array (one closed form, one near-end walk, the first array's random stream),
+        the others one by one. Every plan is checked before any state changes."""
+        for array, plan in zip(arrays, plans, strict=True):
+            plan.check_against(array.shape, array.limits)
+        receipts: dict[int, PulseReceipt] = {}
+        together = [i for i, a in enumerate(arrays)
+                    if a._fast_path and a.torch_device == arrays[0].torch_device]
+        for i, array in enumerate(arrays):
+            if i not in together:
+                receipts[i] = array.apply(plans[i])
+        if together:
+            done = cls._apply_together([arrays[i] for i in together],
+                                       [plans[i] for i in together])
+            receipts.update(zip(together, done, strict=True))
+        return [receipts[i] for i in range(len(arrays))]
+
+    @staticmethod
+    def _apply_together(arrays: list[TwinArray], plans: list[PulsePlan]
+                        ) -> list[PulseReceipt]:
+        lead, dev = arrays[0], arrays[0].torch_device
+        moments = [a._plan_moments(plan) for a, plan in zip(arrays, plans, strict=True)]
+        if len(arrays) == 1:
+            x, push, pull = lead.x, plans[0].push.to(dev), plans[0].pull.to(dev)
+            joined = moments[0]
+        else:
+            ws = lead._workspace
+            x = _end_to_end(ws, "batch_x", [a.x for a in arrays])
+            push = _end_to_end(ws, "batch_push", [p.push.to(dev) for p in plans])
+            pull = _end_to_end(ws, "batch_pull", [p.pull.to(dev) for p in plans])
+            joined = lead._joined_moments(moments)
+        mu_push, sigma_push, mu_pull, sigma_pull, var_push, var_pull = joined
+        stats: dict[str, Any] = {}
+        new_x, touched = physics.apply_pulses_fast(
+            x, push, pull, mu_push, sigma_push, mu_pull, sigma_pull, lead.generator,
+            var_push=var_push, var_pull=var_pull, stats=stats, workspace=lead._workspace,
+        )
+        if len(arrays) == 1:
+            lead.x = new_x
+            lead.pulses_applied += stats.pop("pulses")
+            return [PulseReceipt(push_applied=plans[0].push, pull_applied=plans[0].pull,
+                                 devices_clipped=int(torch.count_nonzero(touched)),
+                                 details={"model": lead.model, **stats})]
+        receipts, start, counts = [], 0, push.add_(pull)
+        batch = {"arrays": len(arrays), **stats}
+        for array, plan in zip(arrays, plans, strict=True):
+            stop = start + array.size
+            array.x = new_x[start:stop].view(array.shape)
+            array.pulses_applied += physics._exact_total(counts[start:stop])
+            receipts.append(PulseReceipt(
+                push_applied=plan.push, pull_applied=plan.pull,
+                devices_clipped=int(torch.count_nonzero(touched[start:stop])),
+                details={"model": array.model, "batch": batch}))
+            start = stop
+        return receipts
+
+    def _joined_moments(self, moments: list[tuple[torch.Tensor, ...]]
+                        ) -> tuple[torch.Tensor, ...]:
+        """The batch's per-device moments end to end, kept while the members' own cached
+        moments are the same tensors (a training run batches the same arrays every step)."""
+        key = [m[0] for m in moments]
+        cached_key, cached = self._batch_moments
+        if len(cached_key) != len(key) or any(
+                a is not b for a, b in zip(cached_key, key, strict=True)):
+            cached = tuple(torch.cat([m[k].reshape(-1) for m in moments]) for k in range(6))
+            self._batch_moments = (key, cached)
+        return cached
 
     def conductance(self) -> torch.Tensor:
         """Noise-free conductance: what the state sets (the mean read for ``binary_dw``)."""

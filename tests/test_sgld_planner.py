@@ -9,7 +9,7 @@ import torch
 
 from dwlab.core.schemes import Scheme
 from dwlab.core.types import PulseShape
-from dwlab.sgld.planner import DeviceScale, plan_update
+from dwlab.sgld.planner import DeviceScale, TensorToPlan, plan_update, plan_updates
 from dwlab.sgld.stats import StepStats, TensorUpdateStats
 
 PULSE = PulseShape(1.0, 1e-9)
@@ -199,3 +199,35 @@ def test_common_shift_moves_the_common_mode_and_never_the_weight(desired):
     assert diff == pytest.approx(desired, abs=1e-2 * SCALE.alpha * SCALE.mu_push)
     room = K * SCALE.mu_push - abs(desired) / (2 * SCALE.alpha)
     assert common - common_free == pytest.approx(min(5 * SCALE.mu_push, room), rel=0.01)
+
+
+@pytest.mark.parametrize("scheme", [Scheme.PUSH_PULL, Scheme.PUSH_PULL_PAIR,
+                                    Scheme.GRADIENT_ONLY])
+def test_tensors_planned_together_get_the_plans_they_get_alone(scheme):
+    """Round-to-nearest draws nothing, so tensors planned end to end must get exactly the
+    counts, clipped steps and rounding variance each gets alone: their own alpha, their
+    own per-device steps, their own common-mode shift and pulse shape."""
+    gen = torch.Generator().manual_seed(3)
+    shapes, alphas = [(4, 3, 3, 3), (50,), (7, 11)], [80.0, 120.0, 100.0]
+    tensors = []
+    for shape, alpha, width, size in zip(shapes, alphas, (1e-9, 2e-9, 1e-9), (1e-3, 0.05, 1.0),
+                                         strict=True):
+        devices = (2, *shape) if scheme.is_pair else shape
+        steps = [1e-6 * (1 + 0.3 * torch.rand(devices, generator=gen)) for _ in range(2)]
+        weight = 0.01 * torch.randn(shape, generator=gen)
+        grad = size * torch.randn(shape, generator=gen)
+        shift = 2e-6 * torch.randn(shape, generator=gen) if scheme.is_pair else None
+        tensors.append(TensorToPlan(grad, weight, DeviceScale(alpha, *steps),
+                                    PulseShape(1.0, width), shift))
+    options = dict(lr=0.05, prior=0.3, budget=K, rounding="nearest")
+    together = plan_updates(scheme, tensors, generator=torch.Generator(), **options)
+    assert sum(p.steps_clipped for p in together) > 0  # the budget clips some steps
+    for t, joint in zip(tensors, together, strict=True):
+        alone = plan_update(scheme, t.grad, t.weight, t.scale, pulse=t.pulse,
+                            common_shift=t.common_shift, generator=torch.Generator(),
+                            **options)
+        assert joint.plan.push_shape == joint.plan.pull_shape == t.pulse
+        assert torch.equal(joint.plan.push, alone.plan.push)
+        assert torch.equal(joint.plan.pull, alone.plan.pull)
+        assert (joint.pulses, joint.steps_clipped) == (alone.pulses, alone.steps_clipped)
+        assert joint.rounding_variance == pytest.approx(alone.rounding_variance, rel=1e-5)

@@ -90,6 +90,55 @@ def test_fast_path_sends_only_walls_within_reach_to_the_slow_paths():
     assert wide.apply(plan((2,), 32, 32)).details["near_both_ends"] == 2
 
 
+def noiseless_batch_members() -> tuple[list[TwinArray], list[PulsePlan]]:
+    """Three arrays of other shapes and seeds (so other per-device steps), walls spread over
+    the track, plans that drive many of them into an end."""
+    params = PRESETS["continuous_dw"].replace(sigma_push=0.0, sigma_pull=0.0)
+    shapes = [(3, 40), (70,), (2, 5, 4)]
+    gen = torch.Generator().manual_seed(0)
+    arrays, plans = [], []
+    for i, shape in enumerate(shapes):
+        twin = TwinArray(shape, params, seed=i)
+        twin.x = torch.rand(shape, generator=gen)
+        arrays.append(twin)
+        push, pull = (torch.randint(0, 60, shape, generator=gen) for _ in range(2))
+        plans.append(PulsePlan.uniform(push, pull, NOMINAL))
+    return arrays, plans
+
+
+def test_a_batch_moves_every_array_as_it_would_move_alone():
+    # Without pulse noise each wall follows its mean path, near the ends too, so the batch
+    # must end where the arrays end one by one: offsets, shapes, per-device steps, clipping
+    # and pulse counts all kept apart.
+    alone, plans = noiseless_batch_members()
+    batch, _ = noiseless_batch_members()
+    solo = [twin.apply(p) for twin, p in zip(alone, plans, strict=True)]
+    together = TwinArray.apply_batch(batch, plans)
+    assert together[0].details["batch"]["arrays"] == 3
+    assert sum(r.devices_clipped for r in solo) > 20  # the near-end walk had work
+    for a, b, ra, rb in zip(alone, batch, solo, together, strict=True):
+        assert b.x.shape == a.x.shape
+        assert torch.allclose(a.x, b.x, atol=1e-6, rtol=0)
+        assert ra.devices_clipped == rb.devices_clipped
+        assert a.pulses_applied == b.pulses_applied
+    # and the next step starts from there (the members hold their own part)
+    again = TwinArray.apply_batch(batch, plans)
+    for a, b, p, r in zip(alone, batch, plans, again, strict=True):
+        assert a.apply(p).devices_clipped == r.devices_clipped
+        assert torch.allclose(a.x, b.x, atol=1e-6, rtol=0)
+
+
+def test_a_refused_plan_in_a_batch_changes_no_array():
+    limits = PulseLimits(2.0, 1e-9, 1e-6, 10)
+    a, b = TwinArray(4, seed=1, limits=limits), TwinArray(3, seed=2, limits=limits)
+    before = [a.x.clone(), b.x.clone(), a.generator.get_state()]
+    with pytest.raises(PulseLimitError):
+        TwinArray.apply_batch([a, b], [plan((4,), 2, 2), plan((3,), 11, 0)])
+    assert torch.equal(a.x, before[0]) and torch.equal(b.x, before[1])
+    assert torch.equal(a.generator.get_state(), before[2])
+    assert a.pulses_applied == b.pulses_applied == 0
+
+
 def test_changing_pulse_shape_uses_the_new_step_moments():
     t = TwinArray(1000, seed=0)
     t.apply(plan((1000,), 2, 2))

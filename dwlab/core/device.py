@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -53,3 +54,30 @@ class ArrayBase:
 
     def close(self) -> None:
         self.safe_state()
+
+
+def apply_all(arrays: Sequence[DeviceArray], plans: Sequence[PulsePlan]
+              ) -> list[PulseReceipt]:
+    """Apply ``plans[i]`` to ``arrays[i]``, receipts in the same order.
+
+    Arrays of a class that itself defines an ``apply_batch(arrays, plans)`` classmethod
+    (the twin) take their plans together, in a few large operations instead of one set per
+    array (per-call overhead dominates small arrays); every other array, a subclass that
+    may have changed ``apply`` included, takes its own ``apply``, in order.
+    """
+    if len(arrays) != len(plans):
+        raise ValueError(f"{len(arrays)} arrays but {len(plans)} plans")
+    receipts: list[PulseReceipt | None] = [None] * len(arrays)
+    batches: dict[type, list[int]] = {}
+    for i, array in enumerate(arrays):
+        if "apply_batch" in vars(type(array)):
+            batches.setdefault(type(array), []).append(i)
+        else:
+            receipts[i] = array.apply(plans[i])
+    for cls, members in batches.items():
+        done = cls.apply_batch([arrays[i] for i in members], [plans[i] for i in members])
+        for i, receipt in zip(members, done, strict=True):
+            receipts[i] = receipt
+    out = [r for r in receipts if r is not None]
+    assert len(out) == len(arrays)  # every array took its plan
+    return out

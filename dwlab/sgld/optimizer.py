@@ -17,16 +17,17 @@ from typing import Any, TypedDict
 import torch
 
 from dwlab.config import ControllerConfig, MappingRule
-from dwlab.core.device import DeviceArray
+from dwlab.core.device import DeviceArray, apply_all
 from dwlab.core.errors import PlanError
 from dwlab.core.schemes import Scheme
-from dwlab.core.types import PulseLimits
+from dwlab.core.types import PulseLimits, PulseReceipt
 from dwlab.sgld.mapping import ArrayFactory, attach_weights, is_device_weight, mapping_report
 from dwlab.sgld.maths import learning_rate_at, pulse_budget
-from dwlab.sgld.planner import check_budget, plan_update
+from dwlab.sgld.planner import PlannedUpdate, TensorToPlan, check_budget, plan_updates
 from dwlab.sgld.recentre import centring_shift, recentre_pairs
-from dwlab.sgld.stats import StepStats, TensorUpdateStats, edge_watch
+from dwlab.sgld.stats import EdgeWatch, StepStats, TensorUpdateStats, edge_watch
 from dwlab.sgld.weight import DeviceWeight
+from dwlab.sgld.workspace import Workspace
 
 
 class ControllerState(TypedDict):
@@ -38,6 +39,17 @@ class ControllerState(TypedDict):
     weights: dict[str, dict[str, Any]]
     """By parameter name: ``DeviceWeight.meta()``, ``last_read`` and the array's snapshot."""
     last_stats: dict[str, Any]
+
+
+@dataclasses.dataclass
+class PlannedStep:
+    """One tensor's step between planning and the apply."""
+
+    planned: PlannedUpdate
+    pulses: int
+    """Planned pulses, re-centring included."""
+    recentred: int
+    edge: EdgeWatch | None
 
 
 class SGLDController(torch.optim.Optimizer):
@@ -82,6 +94,7 @@ class SGLDController(torch.optim.Optimizer):
         self.weights: list[DeviceWeight] = []
         self._step_count = 0
         self._generators: dict[str, torch.Generator] = {}
+        self._work: dict[str, Workspace] = {}  # the planner's, per torch device
         for _, p in named:
             self._generator(p.device)
         self.last_stats = StepStats()
@@ -128,8 +141,10 @@ class SGLDController(torch.optim.Optimizer):
         caps = [check_budget(dw.array.describe(), self.pulse_budget, self.cfg.update_bits,
                              dw.name, dw.pulse) for dw in active]
         try:
-            updates = [self._device_update(dw, lr, prior, limits)
-                       for dw, limits in zip(active, caps, strict=True)]
+            planned = self._plan(active, lr, prior, caps)
+            receipts = apply_all([dw.array for dw in active], [p.planned.plan for p in planned])
+            updates = [self._read_back(dw, p, receipt)
+                       for dw, p, receipt in zip(active, planned, receipts, strict=True)]
         except BaseException:
             for dw in self.weights:
                 dw.array.safe_state()
@@ -180,37 +195,59 @@ class SGLDController(torch.optim.Optimizer):
                 )
                 p.add_(noise, alpha=noise_scale)
 
-    def _device_update(
-        self, dw: DeviceWeight, lr: float, prior: float, limits: PulseLimits
-    ) -> TensorUpdateStats:
-        """Plan, (re-centre), apply, read back, and write the held weights into the tensor."""
+    def _plan(self, active: list[DeviceWeight], lr: float, prior: float,
+              caps: list[PulseLimits]) -> list[PlannedStep]:
+        """Plan every tensor's pulses (the tensors on one torch device together), then
+        re-centre the pairs; nothing is sent yet."""
+        groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for i, dw in enumerate(active):
+            groups.setdefault((dw.param.device, dw.param.dtype), []).append(i)
+        planned: dict[int, PlannedUpdate] = {}
+        for (device, _), members in groups.items():
+            tensors = [self._to_plan(active[i]) for i in members]
+            done = plan_updates(
+                self.scheme, tensors, lr=lr, prior=prior, budget=self.pulse_budget,
+                generator=self._generator(device), work=self._workspace(device),
+                rounding=self.cfg.rounding)
+            planned.update(zip(members, done, strict=True))
+        steps = []
+        for i, (dw, limits) in enumerate(zip(active, caps, strict=True)):
+            plan = planned[i]
+            recentred = extra_pulses = 0
+            if dw.pair:
+                recentred, extra_pulses = recentre_pairs(
+                    dw, plan.plan, self.cfg.recentre_margin, self.pulse_budget,
+                    limits.max_pulses_per_device, self.cfg.centring_gain,
+                )
+            steps.append(PlannedStep(plan, plan.pulses + extra_pulses, recentred,
+                                     edge_watch(dw, plan.plan, self.pulse_budget)))
+        return steps
+
+    def _to_plan(self, dw: DeviceWeight) -> TensorToPlan:
         grad = dw.param.grad
         assert grad is not None  # step() updates only the weights that have a gradient
-        planned = plan_update(
-            self.scheme, grad, dw.param, dw.scale(), lr=lr, prior=prior,
-            budget=self.pulse_budget, pulse=dw.pulse,
-            generator=self._generator(dw.param.device), work=dw.work,
-            rounding=self.cfg.rounding,
-            common_shift=centring_shift(dw, self.cfg.centring_gain) if dw.pair else None,
-        )
-        recentred = extra_pulses = 0
-        if dw.pair:
-            recentred, extra_pulses = recentre_pairs(
-                dw, planned.plan, self.cfg.recentre_margin, self.pulse_budget,
-                limits.max_pulses_per_device, self.cfg.centring_gain,
-            )
-        pulses = planned.pulses + extra_pulses
-        edge = edge_watch(dw, planned.plan, self.pulse_budget)
-        receipt = dw.array.apply(planned.plan)
+        shift = centring_shift(dw, self.cfg.centring_gain) if dw.pair else None
+        return TensorToPlan(grad, dw.param, dw.scale(), dw.pulse, shift)
+
+    def _workspace(self, device: torch.device) -> Workspace:
+        key = str(device)
+        if key not in self._work:
+            self._work[key] = Workspace(device)
+        return self._work[key]
+
+    def _read_back(self, dw: DeviceWeight, step: PlannedStep, receipt: PulseReceipt
+                   ) -> TensorUpdateStats:
+        """After the apply: read back, write the held weights into the tensor, and say
+        what the step did."""
         dw.accept_read(dw.read(self.cfg.read_averages, after=receipt))
         return TensorUpdateStats(
-            pulses_sent=pulses, devices_clipped=receipt.devices_clipped,
-            saturated_devices=dw.saturated_devices(), recentred_pairs=recentred,
-            steps_clipped=planned.steps_clipped,
-            temperature_weight=dw.alpha**2 * dw.sigma**2 * pulses,
-            rounding_variance=planned.rounding_variance,
-            edge_drift=edge.drift(dw) if edge is not None else 0.0,
-            edge_devices=edge.count if edge is not None else 0,
+            pulses_sent=step.pulses, devices_clipped=receipt.devices_clipped,
+            saturated_devices=dw.saturated_devices(), recentred_pairs=step.recentred,
+            steps_clipped=step.planned.steps_clipped,
+            temperature_weight=dw.alpha**2 * dw.sigma**2 * step.pulses,
+            rounding_variance=step.planned.rounding_variance,
+            edge_drift=step.edge.drift(dw) if step.edge is not None else 0.0,
+            edge_devices=step.edge.count if step.edge is not None else 0,
             devices=dw.last_read.numel(),
         )
 

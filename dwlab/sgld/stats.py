@@ -134,7 +134,16 @@ def edge_watch(dw: DeviceWeight, plan: PulsePlan, budget: int) -> EdgeWatch | No
     index = dw.near_edge[dw.edge_distance > dw.g_half * (1 - 2 * SATURATION_MARGIN)]
     if index.numel() == 0:
         return None
-    push = plan.push.reshape(-1)[index].to(dw.mu_push.dtype)
-    pull = plan.pull.reshape(-1)[index].to(dw.mu_push.dtype)
+    push = _at(plan.push, index).to(dw.mu_push.dtype)
+    pull = _at(plan.pull, index).to(dw.mu_push.dtype)
     planned = push * dw.mu_push.reshape(-1)[index] - pull * dw.mu_pull.reshape(-1)[index]
     return EdgeWatch(index, dw.last_read.reshape(-1)[index], planned, budget)
+
+
+def _at(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``t.reshape(-1)[index]`` without copying all of ``t`` when it is a strided view (a
+    pair plan's counts are rows of the planner's work tensors)."""
+    if t.is_contiguous():
+        return t.view(-1)[index]
+    rows = t.view(t.shape[0], -1)
+    return rows[index // rows.shape[1], index % rows.shape[1]]
