@@ -75,7 +75,8 @@ def apply_all(arrays: Sequence[DeviceArray], plans: Sequence[PulsePlan]
         else:
             receipts[i] = array.apply(plans[i])
     for cls, members in batches.items():
-        done = cls.apply_batch([arrays[i] for i in members], [plans[i] for i in members])
+        done = cls.apply_batch(  # type: ignore[attr-defined]  # checked above
+            [arrays[i] for i in members], [plans[i] for i in members])
         for i, receipt in zip(members, done, strict=True):
             receipts[i] = receipt
     out = [r for r in receipts if r is not None]
