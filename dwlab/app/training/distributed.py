@@ -34,7 +34,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +45,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-from dwlab.core.device import ArrayBase, DeviceArray
+from dwlab.core.device import ArrayBase, DeviceArray, apply_all
 from dwlab.core.errors import ConfigError
 from dwlab.core.types import ArrayInfo, PulsePlan, PulseReceipt, Readout
 
@@ -232,18 +232,34 @@ class ShardedArray(ArrayBase):
         return self._info
 
     def apply(self, plan: PulsePlan) -> PulseReceipt:
-        plan.check_against(self.shape, self._info.limits)  # in full, before any pulse
-        push, pull = plan.push.reshape(-1), plan.pull.reshape(-1)
-        clipped = torch.zeros(1, dtype=torch.float64)
-        for b, array in self.blocks.items():
-            start, stop = self.bounds[b]
-            receipt = array.apply(PulsePlan(push[start:stop], pull[start:stop],
-                                            plan.push_shape, plan.pull_shape))
-            clipped += receipt.devices_clipped
-        clipped = self.parallel.sum_(clipped.to(_comm_device()))
-        return PulseReceipt(push_applied=plan.push, pull_applied=plan.pull,
-                            devices_clipped=int(clipped.item()),
-                            details={"blocks": self.parallel.shards})
+        return ShardedArray.apply_batch([self], [plan])[0]
+
+    @classmethod
+    def apply_batch(cls, arrays: Sequence[ShardedArray], plans: Sequence[PulsePlan]
+                    ) -> list[PulseReceipt]:
+        """Plans for several sharded arrays of one run: block ``b`` of every array takes its
+        slice in one :func:`~dwlab.core.device.apply_all` (the twin's batch, drawing from the
+        first array's block ``b``: the random streams still belong to blocks, not ranks),
+        and one sum over the ranks counts every array's clipped walls."""
+        parallel, blocks = arrays[0].parallel, sorted(arrays[0].blocks)
+        for array, plan in zip(arrays, plans, strict=True):
+            if array.parallel != parallel or sorted(array.blocks) != blocks:
+                raise ValueError("sharded arrays of different runs cannot share a batch")
+            plan.check_against(array.shape, array._info.limits)  # in full, before any pulse
+        flat = [(plan.push.reshape(-1), plan.pull.reshape(-1)) for plan in plans]
+        clipped = torch.zeros(len(arrays), dtype=torch.float64)
+        for b in blocks:
+            parts = []
+            for array, plan, (push, pull) in zip(arrays, plans, flat, strict=True):
+                start, stop = array.bounds[b]
+                parts.append(PulsePlan(push[start:stop], pull[start:stop],
+                                       plan.push_shape, plan.pull_shape))
+            receipts = apply_all([array.blocks[b] for array in arrays], parts)
+            clipped += torch.tensor([r.devices_clipped for r in receipts], dtype=torch.float64)
+        clipped = parallel.sum_(clipped.to(_comm_device())).cpu()
+        return [PulseReceipt(push_applied=plan.push, pull_applied=plan.pull,
+                             devices_clipped=int(count), details={"blocks": parallel.shards})
+                for plan, count in zip(plans, clipped.tolist(), strict=True)]
 
     def read(self, n_averages: int = 1, devices: torch.Tensor | None = None) -> Readout:
         """Every block read, then gathered (``devices`` selects from the full read)."""
