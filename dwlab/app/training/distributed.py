@@ -17,6 +17,8 @@
   pulses and reads only its blocks; the conductances are then gathered, so every rank holds
   the whole weight. Because each block's random stream belongs to the block, not to the
   rank, the devices follow the same trajectory whichever rank holds them.
+  A step applies block ``b`` of every array in one twin batch that draws from the first
+  array's block ``b``: still a stream of the block index, whichever rank holds it.
 
 The plan itself (stochastic rounding of the update) is computed in full on every rank
 from the summed gradient and the gathered weights, with the same seed: it is cheap next to
