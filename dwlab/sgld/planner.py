@@ -139,7 +139,8 @@ def plan_updates(
         return torch.cat([t.reshape(-1) for t in parts],
                          out=work.get(key, (n,), first.dtype))
 
-    def steps(key: str, which: str) -> torch.Tensor | float:
+    def steps(which: str) -> torch.Tensor | float:
+        """Every device's ``mu_push`` or ``mu_pull``, laid out as the target."""
         values = [getattr(t.scale, which) for t in tensors]
         if len(values) == 1 and not isinstance(values[0], torch.Tensor):
             return values[0]  # one step for every device
@@ -148,7 +149,7 @@ def plan_updates(
             for v, t in zip(values, tensors, strict=True)]
         if len(parts) == 1:
             return parts[0]
-        return torch.cat(parts, dim=-1, out=work.get(key, rows, first.dtype))
+        return torch.cat(parts, dim=-1, out=work.get(which, rows, first.dtype))
 
     # target: the desired conductance change of each device (S).
     target = work.get("target", rows, first.dtype)
@@ -163,7 +164,7 @@ def plan_updates(
         alpha = torch.repeat_interleave(
             torch.tensor(alphas, dtype=first.dtype), torch.tensor(sizes)).to(first.device)
         change.div_(alpha).mul_(-lr / (2 if pair else 1))
-    scale = DeviceScale(1.0, steps("mu_push", "mu_push"), steps("mu_pull", "mu_pull"))
+    scale = DeviceScale(1.0, steps("mu_push"), steps("mu_pull"))
     if pair:
         torch.neg(target[0], out=target[1])
         shifts = [t.common_shift for t in tensors]
