@@ -128,6 +128,31 @@ def test_a_batch_moves_every_array_as_it_would_move_alone():
         assert torch.allclose(a.x, b.x, atol=1e-6, rtol=0)
 
 
+def test_a_batch_draws_every_array_with_its_own_step_noise():
+    """Arrays of three noise levels in one batch: each wall's move, standardised by its own
+    array's per-device step moments, has mean 0 and variance 1 (walls mid-track, so no
+    clipping; 20,000 moves per array: the variance is known to about 1 %)."""
+    base = PRESETS["continuous_dw"]
+    arrays = [TwinArray((2, 5000), base.replace(sigma_push=f * 0.004, sigma_pull=f * 0.004),
+                        seed=i) for i, f in enumerate((1.0, 3.0, 0.5))]
+    gen = torch.Generator().manual_seed(4)
+    plans = [PulsePlan.uniform(torch.randint(1, 16, (2, 5000), generator=gen),
+                               torch.randint(1, 16, (2, 5000), generator=gen), NOMINAL)
+             for _ in arrays]
+    moves: list[list[torch.Tensor]] = [[] for _ in arrays]
+    for _ in range(2):
+        for twin in arrays:
+            twin.x = torch.full(twin.shape, 0.5)
+        TwinArray.apply_batch(arrays, plans)
+        for i, (twin, p) in enumerate(zip(arrays, plans, strict=True)):
+            mu_push, sigma_push, mu_pull, sigma_pull = twin.step_moments(NOMINAL)
+            mean = p.push * mu_push - p.pull * mu_pull
+            sd = (p.push * sigma_push**2 + p.pull * sigma_pull**2).sqrt()
+            moves[i].append(((twin.x - 0.5 - mean) / sd).reshape(-1))
+    for z in (torch.cat(m) for m in moves):
+        assert abs(float(z.mean())) < 0.03 and abs(float(z.var()) - 1) < 0.05
+
+
 def test_a_refused_plan_in_a_batch_changes_no_array():
     limits = PulseLimits(2.0, 1e-9, 1e-6, 10)
     a, b = TwinArray(4, seed=1, limits=limits), TwinArray(3, seed=2, limits=limits)
