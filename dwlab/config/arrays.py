@@ -121,7 +121,8 @@ class ArrayConfig(Schema):
         try:
             self.hardware.wiring.paths(tuple(self.shape))
         except ValueError as exc:
-            raise KeyProblem("hardware.wiring", str(exc)) from None
+            # a rule between two keys: named under the wiring, saying the shape too
+            raise KeyProblem("hardware.wiring", f"for shape {list(self.shape)}: {exc}") from None
         period = self.hardware.pulse_period_seconds
         if self.pulse is not None and self.pulse.width_seconds / period > (
             self.limits.max_duty_cycle
