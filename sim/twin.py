@@ -270,7 +270,7 @@ class TwinArray(ArrayBase):
         for array, plan in zip(arrays, plans, strict=True):
             stop = start + array.size
             array.x = new_x[start:stop].view(array.shape)
-            array.pulses_applied += physics._exact_total(counts[start:stop])
+            array.pulses_applied += physics.exact_total(counts[start:stop])
             receipts.append(PulseReceipt(
                 push_applied=plan.push, pull_applied=plan.pull,
                 devices_clipped=int(torch.count_nonzero(touched[start:stop])),

@@ -8,8 +8,8 @@ from dwlab.sim.physics.near_end import apply_pulses_one_end
 from dwlab.sim.physics.noise import normal_
 
 
-def _exact_total(counts: torch.Tensor) -> int:
-    """Exact sum of non-negative integer counts held in a float32 tensor.
+def exact_total(counts: torch.Tensor) -> int:
+    """Exact sum of non-negative integer counts (a float32 or an integer tensor).
 
     Integer sums are slow on CPU (each element is widened); float32 block sums are exact
     while a block's total stays below 2**24, and the block totals are summed in float64.
@@ -67,7 +67,7 @@ def apply_pulses_fast(
     a.copy_(n_push)
     b.copy_(n_pull)
     if stats is not None:
-        stats["pulses"] = _exact_total(torch.add(a, b, out=sd))
+        stats["pulses"] = exact_total(torch.add(a, b, out=sd))
     var_push = sigma_push * sigma_push if var_push is None else var_push
     var_pull = sigma_pull * sigma_pull if var_pull is None else var_pull
     new_x = torch.mul(a, mu_push)
