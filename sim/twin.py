@@ -51,8 +51,19 @@ def _spread(
 def _end_to_end(workspace: dict[str, torch.Tensor], key: str, parts: list[torch.Tensor]
                 ) -> torch.Tensor:
     """``parts`` end to end in the work tensor ``key``: one copy each, whatever their
-    layout (a plan's counts may be strided views)."""
+    layout (a plan's counts may be strided views); no copy when they already lie end to
+    end in one tensor (the walls after a batch)."""
     n = sum(part.numel() for part in parts)
+    base = parts[0]._base
+    if base is not None and base.dim() == 1 and base.numel() == n and base.is_contiguous():
+        start = base.storage_offset()
+        for part in parts:
+            if part._base is not base or not part.is_contiguous() or (
+                    part.storage_offset() != start):
+                break
+            start += part.numel()
+        else:
+            return base
     out = workspace.get(key)
     if out is None or out.numel() != n or out.dtype != parts[0].dtype \
             or out.device != parts[0].device:
@@ -270,7 +281,7 @@ class TwinArray(ArrayBase):
         for array, plan in zip(arrays, plans, strict=True):
             stop = start + array.size
             array.x = new_x[start:stop].view(array.shape)
-            array.pulses_applied += physics.exact_total(counts[start:stop])
+            array.pulses_applied += int(counts[start:stop].sum())  # int64: exact
             receipts.append(PulseReceipt(
                 push_applied=plan.push, pull_applied=plan.pull,
                 devices_clipped=int(torch.count_nonzero(touched[start:stop])),

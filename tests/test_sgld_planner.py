@@ -220,7 +220,7 @@ def test_tensors_planned_together_get_the_plans_they_get_alone(scheme):
         tensors.append(TensorToPlan(grad, weight, DeviceScale(alpha, *steps),
                                     PulseShape(1.0, width), shift))
     options = dict(lr=0.05, prior=0.3, budget=K, rounding="nearest")
-    together = plan_updates(scheme, tensors, generator=torch.Generator(), **options)
+    together = plan_updates(scheme, tensors, generator=torch.Generator(), **options).updates
     assert sum(p.steps_clipped for p in together) > 0  # the budget clips some steps
     for t, joint in zip(tensors, together, strict=True):
         alone = plan_update(scheme, t.grad, t.weight, t.scale, pulse=t.pulse,

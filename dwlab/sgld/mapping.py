@@ -28,7 +28,7 @@ from dwlab.sgld.maths import (
 )
 from dwlab.sgld.planner import check_budget
 from dwlab.sgld.verify import program
-from dwlab.sgld.weight import SATURATION_MARGIN, DeviceWeight
+from dwlab.sgld.weight import DeviceWeight
 
 ArrayFactory = Callable[[str, tuple[int, ...], int], DeviceArray]
 """``(array name from the mapping, shape, seed_offset) -> DeviceArray``."""
@@ -123,7 +123,6 @@ def bind(
         g_mid=0.5 * (g_lo + g_hi), g_half=0.5 * (g_hi - g_lo),
         mu_push=nominal, mu_pull=nominal.clone(),
         sigma=pulse.step_sigma_siemens, pulse=pulse.shape,
-        edge_fraction=max(cfg.recentre_margin, SATURATION_MARGIN),
     )
 
 

@@ -21,9 +21,10 @@ from dwlab.core.device import DeviceArray, apply_all
 from dwlab.core.errors import PlanError
 from dwlab.core.schemes import Scheme
 from dwlab.core.types import PulseLimits, PulseReceipt
+from dwlab.sgld.joined import JoinedWeights
 from dwlab.sgld.mapping import ArrayFactory, attach_weights, is_device_weight, mapping_report
 from dwlab.sgld.maths import learning_rate_at, pulse_budget
-from dwlab.sgld.planner import PlannedUpdate, TensorToPlan, check_budget, plan_updates
+from dwlab.sgld.planner import PlannedTensors, TensorToPlan, check_budget, plan_updates
 from dwlab.sgld.recentre import centring_shift, recentre_pairs
 from dwlab.sgld.stats import EdgeWatch, StepStats, TensorUpdateStats, edge_watch
 from dwlab.sgld.weight import DeviceWeight
@@ -43,11 +44,11 @@ class ControllerState(TypedDict):
 
 @dataclasses.dataclass
 class PlannedStep:
-    """One tensor's step between planning and the apply."""
+    """The step of a set of joined tensors between planning and the apply."""
 
-    planned: PlannedUpdate
-    pulses: int
-    """Planned pulses, re-centring included."""
+    planned: PlannedTensors
+    pulses: list[int]
+    """Planned pulses per tensor, re-centring included."""
     recentred: int
     edge: EdgeWatch | None
 
@@ -94,7 +95,7 @@ class SGLDController(torch.optim.Optimizer):
         self.weights: list[DeviceWeight] = []
         self._step_count = 0
         self._generators: dict[str, torch.Generator] = {}
-        self._work: dict[str, Workspace] = {}  # the planner's, per torch device
+        self._groups: dict[tuple[str, ...], list[JoinedWeights]] = {}
         for _, p in named:
             self._generator(p.device)
         self.last_stats = StepStats()
@@ -141,10 +142,18 @@ class SGLDController(torch.optim.Optimizer):
         caps = [check_budget(dw.array.describe(), self.pulse_budget, self.cfg.update_bits,
                              dw.name, dw.pulse) for dw in active]
         try:
-            planned = self._plan(active, lr, prior, caps)
-            receipts = apply_all([dw.array for dw in active], [p.planned.plan for p in planned])
-            updates = [self._read_back(dw, p, receipt)
-                       for dw, p, receipt in zip(active, planned, receipts, strict=True)]
+            groups = self._joined(active)
+            limits = {id(dw): cap for dw, cap in zip(active, caps, strict=True)}
+            planned = [self._plan(group, lr, prior, [limits[id(dw)] for dw in group.weights])
+                       for group in groups]
+            members = [dw for group in groups for dw in group.weights]
+            receipts = apply_all([dw.array for dw in members],
+                                 [u.plan for step in planned for u in step.planned.updates])
+            updates, start = [], 0
+            for group, step in zip(groups, planned, strict=True):
+                stop = start + len(group.weights)
+                updates.append(self._read_back(group, step, receipts[start:stop]))
+                start = stop
         except BaseException:
             for dw in self.weights:
                 dw.array.safe_state()
@@ -169,11 +178,13 @@ class SGLDController(torch.optim.Optimizer):
                  if p.grad is not None]
         if not grads:
             return
-        flags = [torch.isfinite(g).all() for _, g in grads]
-        finite = torch.stack([f.to(flags[0].device) for f in flags])  # one sync, not one each
-        if bool(finite.all()):
+        # All gradients of one torch device and dtype end to end: one check, one sync.
+        kinds: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+        for _, g in grads:
+            kinds.setdefault((g.device, g.dtype), []).append(g.reshape(-1))
+        if all(bool(torch.isfinite(torch.cat(flat)).all()) for flat in kinds.values()):
             return
-        name, grad = grads[int((~finite).nonzero()[0])]
+        name, grad = next((n, g) for n, g in grads if not bool(torch.isfinite(g).all()))
         bad = int((~torch.isfinite(grad)).sum())
         raise PlanError(
             f"gradient of parameter '{name}' has {bad} non-finite (NaN/inf) entries at step "
@@ -185,70 +196,78 @@ class SGLDController(torch.optim.Optimizer):
         noise_scale = 0.0
         if self.scheme != Scheme.FLOAT_SGD and temperature > 0:
             noise_scale = math.sqrt(2.0 * lr * temperature / self.dataset_size)
+        # All parameters of one torch device and dtype at once (torch's foreach kernels,
+        # one noise draw): a ResNet18 has some 60 small ones.
+        kinds: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
         for _, p in self.digital:
-            if p.grad is None:
-                continue
-            p.mul_(1.0 - lr * prior).add_(p.grad, alpha=-lr)
+            if p.grad is not None:
+                kinds.setdefault((p.device, p.dtype), []).append(p)
+        for (device, dtype), params in kinds.items():
+            grads = [p.grad for p in params]
+            torch._foreach_mul_(params, 1.0 - lr * prior)
+            torch._foreach_add_(params, grads, alpha=-lr)  # type: ignore[arg-type]
             if noise_scale:
-                noise = torch.randn(
-                    p.shape, generator=self._generator(p.device), device=p.device, dtype=p.dtype
-                )
-                p.add_(noise, alpha=noise_scale)
+                noise = torch.randn(sum(p.numel() for p in params), device=device, dtype=dtype,
+                                    generator=self._generator(device))
+                parts = noise.split([p.numel() for p in params])
+                torch._foreach_add_(params, [n.view(p.shape) for n, p in zip(
+                    parts, params, strict=True)], alpha=noise_scale)
 
-    def _plan(self, active: list[DeviceWeight], lr: float, prior: float,
-              caps: list[PulseLimits]) -> list[PlannedStep]:
-        """Plan every tensor's pulses (the tensors on one torch device together), then
-        re-centre the pairs; nothing is sent yet."""
-        groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-        for i, dw in enumerate(active):
-            groups.setdefault((dw.param.device, dw.param.dtype), []).append(i)
-        planned: dict[int, PlannedUpdate] = {}
-        for (device, _), members in groups.items():
-            tensors = [self._to_plan(active[i]) for i in members]
-            done = plan_updates(
-                self.scheme, tensors, lr=lr, prior=prior, budget=self.pulse_budget,
-                generator=self._generator(device), work=self._workspace(device),
-                rounding=self.cfg.rounding)
-            planned.update(zip(members, done, strict=True))
-        steps = []
-        for i, (dw, limits) in enumerate(zip(active, caps, strict=True)):
-            plan = planned[i]
-            recentred = extra_pulses = 0
-            if dw.pair:
-                recentred, extra_pulses = recentre_pairs(
-                    dw, plan.plan, self.cfg.recentre_margin, self.pulse_budget,
-                    limits.max_pulses_per_device, self.cfg.centring_gain,
-                )
-            steps.append(PlannedStep(plan, plan.pulses + extra_pulses, recentred,
-                                     edge_watch(dw, plan.plan, self.pulse_budget)))
-        return steps
+    def _joined(self, active: list[DeviceWeight]) -> list[JoinedWeights]:
+        """The active weights end to end, one set per torch device and dtype (kept while
+        the same weights are active)."""
+        key = tuple(dw.name for dw in active)
+        if key not in self._groups:
+            by_kind: dict[tuple[torch.device, torch.dtype], list[DeviceWeight]] = {}
+            for dw in active:
+                by_kind.setdefault((dw.param.device, dw.param.dtype), []).append(dw)
+            self._groups = {key: [JoinedWeights(members, Workspace(device))
+                                  for (device, _), members in by_kind.items()]}
+        return self._groups[key]
 
-    def _to_plan(self, dw: DeviceWeight) -> TensorToPlan:
-        grad = dw.param.grad
-        assert grad is not None  # step() updates only the weights that have a gradient
-        shift = centring_shift(dw, self.cfg.centring_gain) if dw.pair else None
-        return TensorToPlan(grad, dw.param, dw.scale(), dw.pulse, shift)
+    def _plan(self, group: JoinedWeights, lr: float, prior: float, caps: list[PulseLimits]
+              ) -> PlannedStep:
+        """Plan the pulses of every tensor of ``group``, then re-centre the pairs and watch
+        the saturated devices; nothing is sent yet."""
+        shift = centring_shift(group, self.cfg.centring_gain) if group.pair else None
+        tensors = []
+        for (_, start, stop), dw in zip(group.segments.bounds(), group.weights, strict=True):
+            grad = dw.param.grad
+            assert grad is not None  # step() updates only the weights that have a gradient
+            own_shift = None if shift is None else shift[start:stop].view(dw.param.shape)
+            tensors.append(TensorToPlan(grad, dw.param, dw.scale(), dw.pulse, own_shift))
+        planned = plan_updates(
+            self.scheme, tensors, lr=lr, prior=prior, budget=self.pulse_budget,
+            generator=self._generator(group.weights[0].param.device), work=group.work,
+            rounding=self.cfg.rounding)
+        recentred, extra = 0, [0] * len(tensors)
+        if group.pair:
+            recentred, extra = recentre_pairs(
+                group, planned.push, planned.pull, self.cfg.recentre_margin, self.pulse_budget,
+                [limits.max_pulses_per_device for limits in caps], self.cfg.centring_gain)
+        pulses = [u.pulses + e for u, e in zip(planned.updates, extra, strict=True)]
+        return PlannedStep(planned, pulses, recentred,
+                           edge_watch(group, planned.push, planned.pull, self.pulse_budget))
 
-    def _workspace(self, device: torch.device) -> Workspace:
-        key = str(device)
-        if key not in self._work:
-            self._work[key] = Workspace(device)
-        return self._work[key]
-
-    def _read_back(self, dw: DeviceWeight, step: PlannedStep, receipt: PulseReceipt
-                   ) -> TensorUpdateStats:
-        """After the apply: read back, write the held weights into the tensor, and say
-        what the step did."""
-        dw.accept_read(dw.read(self.cfg.read_averages, after=receipt))
+    def _read_back(self, group: JoinedWeights, step: PlannedStep,
+                   receipts: Sequence[PulseReceipt]) -> TensorUpdateStats:
+        """After the apply: read back, write the held weights into the tensors, and say
+        what the step did to them."""
+        for dw, receipt in zip(group.weights, receipts, strict=True):
+            dw.accept_read(dw.read(self.cfg.read_averages, after=receipt))
+        updates = step.planned.updates
         return TensorUpdateStats(
-            pulses_sent=step.pulses, devices_clipped=receipt.devices_clipped,
-            saturated_devices=dw.saturated_devices(), recentred_pairs=step.recentred,
-            steps_clipped=step.planned.steps_clipped,
-            temperature_weight=dw.alpha**2 * dw.sigma**2 * step.pulses,
-            rounding_variance=step.planned.rounding_variance,
-            edge_drift=step.edge.drift(dw) if step.edge is not None else 0.0,
+            pulses_sent=sum(step.pulses),
+            devices_clipped=sum(r.devices_clipped for r in receipts),
+            saturated_devices=int(torch.count_nonzero(group.saturated(group.distance()))),
+            recentred_pairs=step.recentred,
+            steps_clipped=sum(u.steps_clipped for u in updates),
+            temperature_weight=sum(dw.alpha**2 * dw.sigma**2 * pulses for dw, pulses in
+                                   zip(group.weights, step.pulses, strict=True)),
+            rounding_variance=sum(u.rounding_variance for u in updates),
+            edge_drift=step.edge.drift(group) if step.edge is not None else 0.0,
             edge_devices=step.edge.count if step.edge is not None else 0,
-            devices=dw.last_read.numel(),
+            devices=group.n * group.rows,
         )
 
     # -- state -----------------------------------------------------------------------

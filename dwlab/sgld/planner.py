@@ -102,7 +102,7 @@ def plan_update(
     """
     return plan_updates(scheme, [TensorToPlan(grad, weight, scale, pulse, common_shift)],
                         lr=lr, prior=prior, budget=budget, generator=generator, work=work,
-                        rounding=rounding)[0]
+                        rounding=rounding).updates[0]
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,20 @@ class TensorToPlan:
     common_shift: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class PlannedTensors:
+    """The plans of :func:`plan_updates`, one per tensor, and their counts end to end
+    (``(2, n)`` for pairs, ``(n,)`` else; the plans' counts are views of these)."""
+
+    updates: list[PlannedUpdate]
+    push: torch.Tensor
+    pull: torch.Tensor
+
+
 def plan_updates(
     scheme: Scheme, tensors: Sequence[TensorToPlan], *, lr: float, prior: float, budget: int,
     generator: torch.Generator, work: Workspace | None = None, rounding: str = "stochastic",
-) -> list[PlannedUpdate]:
+) -> PlannedTensors:
     """:func:`plan_update` for several tensors (one torch device and dtype) at once: their
     weights laid end to end, planned in a few whole-vector operations (per-call overhead
     dominates small tensors), one plan per tensor. With one tensor it draws the same
@@ -140,29 +150,30 @@ def plan_updates(
                          out=work.get(key, (n,), first.dtype))
 
     def steps(which: str) -> torch.Tensor | float:
-        """Every device's ``mu_push`` or ``mu_pull``, laid out as the target."""
+        """Every device's ``mu_push`` or ``mu_pull``, laid out as the target (joined again
+        only when a tensor's steps changed)."""
         values = [getattr(t.scale, which) for t in tensors]
         if len(values) == 1 and not isinstance(values[0], torch.Tensor):
             return values[0]  # one step for every device
-        parts = [torch.as_tensor(v, dtype=first.dtype, device=first.device).expand(
-            (2, *t.weight.shape) if pair else t.weight.shape).reshape(*rows[:-1], -1)
-            for v, t in zip(values, tensors, strict=True)]
-        if len(parts) == 1:
-            return parts[0]
-        return torch.cat(parts, dim=-1, out=work.get(which, rows, first.dtype))
+        parts = []
+        for v, t in zip(values, tensors, strict=True):
+            shape = (2, *t.weight.shape) if pair else t.weight.shape
+            part = torch.as_tensor(v, dtype=first.dtype, device=first.device)
+            parts.append(part if part.shape == shape else part.expand(shape))
+        return work.end_to_end(which, parts, 2 if pair else 1)
 
     # target: the desired conductance change of each device (S).
     target = work.get("target", rows, first.dtype)
     change = target[0] if pair else target
     torch.add(joined("grad", [t.grad for t in tensors]),
               joined("weight", [t.weight for t in tensors]), alpha=prior, out=change)
+    segments = Segments.kept(work, sizes)
     alphas = [t.scale.alpha for t in tensors]
     if len(set(alphas)) == 1:
         alpha: float | torch.Tensor = alphas[0]
         change.mul_(-lr / ((2 if pair else 1) * alphas[0]))
     else:
-        alpha = torch.repeat_interleave(
-            torch.tensor(alphas, dtype=first.dtype), torch.tensor(sizes)).to(first.device)
+        alpha = segments.per_weight(alphas, first.dtype)
         change.div_(alpha).mul_(-lr / (2 if pair else 1))
     scale = DeviceScale(1.0, steps("mu_push"), steps("mu_pull"))
     if pair:
@@ -189,7 +200,6 @@ def plan_updates(
         lo, hi = 0, K
     else:
         raise ValueError(f"scheme '{scheme}' sends no pulses")
-    segments = Segments(sizes, first.device)
     clipped = segments.count_outside(x[0] if pair else x, lo, hi)  # weights, not devices
     variance = round_and_measure_(x, unit, lo, hi, rounding, generator, work)
     per_weight = variance.sum(0) if pair else variance  # S^2 per weight
@@ -208,7 +218,7 @@ def plan_updates(
         own_push, own_pull = push[..., start:stop].view(shape), pull[..., start:stop].view(shape)
         plans.append(PlannedUpdate(PulsePlan(own_push, own_pull, t.pulse, t.pulse), pulses[i],
                                    clipped[i], rounding_var[i]))
-    return plans
+    return PlannedTensors(plans, push, pull)
 
 
 def within_budget(shift: torch.Tensor, target: torch.Tensor, scale: DeviceScale,
@@ -255,6 +265,19 @@ class Segments:
         self.sizes = sizes
         self._index: torch.Tensor | None = None
         self._device = device
+        self._per_weight: dict[tuple[tuple[float, ...], torch.dtype], torch.Tensor] = {}
+
+    @staticmethod
+    def kept(work: Workspace, sizes: list[int]) -> Segments:
+        """The segments of ``sizes`` kept in ``work`` (their indices are made once)."""
+        return work.keep(("segments", tuple(sizes)), lambda: Segments(sizes, work.device))
+
+    def per_weight(self, values: Sequence[float], dtype: torch.dtype) -> torch.Tensor:
+        """One value per tensor, repeated for each of its weights (made once per values)."""
+        key = (tuple(float(v) for v in values), dtype)
+        if key not in self._per_weight:
+            self._per_weight[key] = self.expand(torch.tensor(key[0], dtype=dtype))
+        return self._per_weight[key]
 
     def bounds(self) -> list[tuple[int, int, int]]:
         """``(number, start, stop)`` of every tensor."""
@@ -264,15 +287,26 @@ class Segments:
             start += size
         return out
 
-    def sums(self, values: torch.Tensor) -> list[float]:
-        """Per tensor, the sum of ``values`` (one per weight), in float64."""
-        if len(self.sizes) == 1:
-            return [float(values.sum(dtype=torch.float64))]
+    @property
+    def index(self) -> torch.Tensor:
+        """The tensor each weight belongs to."""
         if self._index is None:
             self._index = torch.repeat_interleave(
                 torch.arange(len(self.sizes)), torch.tensor(self.sizes)).to(self._device)
+        return self._index
+
+    def expand(self, per_tensor: torch.Tensor) -> torch.Tensor:
+        """One value per tensor, repeated for each of its weights."""
+        return per_tensor.to(self._device)[self.index]
+
+    def sums(self, values: torch.Tensor, at: torch.Tensor | None = None) -> list[float]:
+        """Per tensor, the sum of ``values`` (one per weight, or one per weight index in
+        ``at``), in float64."""
+        if len(self.sizes) == 1:
+            return [float(values.sum(dtype=torch.float64))]
+        index = self.index if at is None else self.index[at]
         total = torch.zeros(len(self.sizes), dtype=torch.float64, device=self._device)
-        return total.index_add_(0, self._index, values.reshape(-1).double()).tolist()
+        return total.index_add_(0, index, values.reshape(-1).double()).tolist()
 
     def count_outside(self, x: torch.Tensor, lo: float, hi: float) -> list[int]:
         """Per tensor, the desired steps beyond the pulse budget (one min/max pass when

@@ -8,8 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from dwlab.core.types import PulsePlan
-from dwlab.sgld.weight import SATURATION_MARGIN, DeviceWeight
+from dwlab.sgld.joined import JoinedWeights
 
 
 @dataclass(frozen=True)
@@ -108,42 +107,39 @@ class StepStats:
 
 @dataclass(frozen=True)
 class EdgeWatch:
-    """Devices that sat at a track end before an update, and their planned mean moves."""
+    """Devices that sat at a track end before an update (flat indices into the joined
+    devices), and their planned mean moves."""
 
     index: torch.Tensor
     before: torch.Tensor
     planned: torch.Tensor
-    budget: int
+    unit: float | torch.Tensor
+    """Each one's largest single-device update (``budget`` mean steps of its tensor)."""
 
     @property
     def count(self) -> int:
         return self.index.numel()
 
-    def drift(self, dw: DeviceWeight) -> float:
-        """Their moves after the update beyond the planned ones, towards the centre, summed,
-        in largest single-device updates (``budget`` mean steps)."""
-        after = dw.last_read.reshape(-1)[self.index]
-        excess = (after - self.before - self.planned) * torch.sign(dw.g_mid - self.before)
-        return float(excess.sum()) / (self.budget * dw.mean_step)
+    def drift(self, devices: JoinedWeights) -> float:
+        """Their moves after the update (at the devices' last read-back) beyond the planned
+        ones, towards the centre, summed, in largest single-device updates."""
+        after = devices.read().reshape(-1)[self.index]
+        g_mid = devices.at_weights(devices.constant("g_mid"), self.index % devices.n)
+        excess = (after - self.before - self.planned) * torch.sign(g_mid - self.before)
+        return float((excess / self.unit).sum())
 
 
-def edge_watch(dw: DeviceWeight, plan: PulsePlan, budget: int) -> EdgeWatch | None:
-    """Watch ``dw``'s saturated devices (last read-back) through ``plan``; None if none."""
-    if dw.near_edge is None or dw.edge_distance is None or dw.near_edge.numel() == 0:
+def edge_watch(devices: JoinedWeights, push: torch.Tensor, pull: torch.Tensor, budget: int
+               ) -> EdgeWatch | None:
+    """Watch the saturated devices (last read-back) through the counts ``push`` and
+    ``pull`` (end to end, as ``devices``); None if none."""
+    if any(dw.last_read.numel() == 0 for dw in devices.weights):
         return None
-    index = dw.near_edge[dw.edge_distance > dw.g_half * (1 - 2 * SATURATION_MARGIN)]
+    index = devices.saturated(devices.distance()).view(-1).nonzero().squeeze(1)
     if index.numel() == 0:
         return None
-    push = _at(plan.push, index).to(dw.mu_push.dtype)
-    pull = _at(plan.pull, index).to(dw.mu_push.dtype)
-    planned = push * dw.mu_push.reshape(-1)[index] - pull * dw.mu_pull.reshape(-1)[index]
-    return EdgeWatch(index, dw.last_read.reshape(-1)[index], planned, budget)
-
-
-def _at(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``t.reshape(-1)[index]`` without copying all of ``t`` when it is a strided view (a
-    pair plan's counts are rows of the planner's work tensors)."""
-    if t.is_contiguous():
-        return t.view(-1)[index]
-    rows = t.view(t.shape[0], -1)
-    return rows[index // rows.shape[1], index % rows.shape[1]]
+    mu_push, mu_pull = (t.reshape(-1)[index] for t in devices.steps())
+    planned = push.reshape(-1)[index].to(mu_push.dtype).mul_(mu_push).sub_(
+        pull.reshape(-1)[index].to(mu_push.dtype).mul_(mu_pull))
+    unit = devices.at_weights(devices.constant("mean_step"), index % devices.n)
+    return EdgeWatch(index, devices.read().reshape(-1)[index], planned, budget * unit)

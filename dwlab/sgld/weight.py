@@ -13,7 +13,6 @@ from dwlab.core.device import DeviceArray
 from dwlab.core.types import PulseReceipt, PulseShape
 from dwlab.sgld.planner import DeviceScale
 from dwlab.sgld.readback import conductance_after
-from dwlab.sgld.workspace import Workspace
 
 SATURATION_MARGIN = 0.05
 """A device within this fraction of the conductance range of a track end counts as saturated."""
@@ -54,21 +53,11 @@ class DeviceWeight:
     """Conductance spread of one update pulse (S), from ``describe()`` scaled to its width."""
     pulse: PulseShape
     """The update pulse (:func:`dwlab.sgld.maths.update_pulse`)."""
-    edge_fraction: float
-    """Devices within this fraction of the range of a track end are tracked after every
-    read-back; it covers every margin asked about later (saturation, re-centring)."""
     last_read: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     """Conductances of the last read-back (array shape, on the parameter's device)."""
     program_report: ProgramReport | None = None
-    near_edge: torch.Tensor | None = None
-    """Flat indices of devices within the edge margin at the last read-back."""
-    edge_distance: torch.Tensor | None = None
-    """``|G - g_mid|`` of those devices."""
-    work: Workspace = field(init=False)
-    """Reused work tensors of the update."""
-
-    def __post_init__(self) -> None:
-        self.work = Workspace(self.param.device)
+    _mean_step: tuple[torch.Tensor, int, torch.Tensor, int, float] | None = field(
+        default=None, init=False, repr=False)
 
     @property
     def n_weights(self) -> int:
@@ -76,8 +65,14 @@ class DeviceWeight:
 
     @property
     def mean_step(self) -> float:
-        """The array's mean step, push and pull alike (S)."""
-        return 0.5 * float(self.mu_push.mean() + self.mu_pull.mean())
+        """The array's mean step, push and pull alike (S); computed again only when the
+        steps change (the controller asks every step)."""
+        push, pull, cached = self.mu_push, self.mu_pull, self._mean_step
+        if cached is None or cached[0] is not push or cached[1] != push._version or (
+                cached[2] is not pull or cached[3] != pull._version):
+            value = 0.5 * float(push.mean() + pull.mean())
+            self._mean_step = cached = (push, push._version, pull, pull._version, value)
+        return cached[4]
 
     def precision(self, budget: int) -> dict[str, float]:
         """What ``budget`` pulses per update mean for this tensor, in weight units:
@@ -131,21 +126,9 @@ class DeviceWeight:
         return g.to(self.param.device, self.param.dtype)
 
     def accept_read(self, g: torch.Tensor) -> None:
-        """Take a read-back: remember it, find devices near the track ends, set the weights."""
+        """Take a read-back: remember it and set the weights."""
         self.last_read = g
-        dist = self.work.get("distance", g.shape, g.dtype)
-        torch.sub(g, self.g_mid, out=dist).abs_()
-        edge = self.g_half * (1 - 2 * self.edge_fraction)
-        self.near_edge = (dist.view(-1) > edge).nonzero().squeeze(1)
-        self.edge_distance = dist.view(-1)[self.near_edge]
         self.write_weights()
-
-    def saturated_devices(self) -> int:
-        """Devices within :data:`SATURATION_MARGIN` of a track end at the last read-back."""
-        if self.edge_distance is None:
-            return 0
-        edge = self.g_half * (1 - 2 * SATURATION_MARGIN)
-        return int(torch.count_nonzero(self.edge_distance > edge))
 
     def meta(self) -> dict[str, str | bool | float]:
         """The mapping onto the array (stored with the controller's state)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
 import torch
 
 
@@ -11,6 +14,8 @@ class Workspace:
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self._tensors: dict[str, torch.Tensor] = {}
+        self._kept: dict[Hashable, Any] = {}
+        self._joined: dict[str, tuple[list[tuple[torch.Tensor, int]], torch.Tensor, int]] = {}
 
     def get(self, key: str, shape: torch.Size | tuple[int, ...], dtype: torch.dtype
             ) -> torch.Tensor:
@@ -20,3 +25,30 @@ class Workspace:
             tensor = torch.empty(shape, dtype=dtype, device=self.device)
             self._tensors[key] = tensor
         return tensor
+
+    def keep(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``make()``, made once per ``key`` (segment indices, per-weight constants)."""
+        if key not in self._kept:
+            self._kept[key] = make()
+        return self._kept[key]
+
+    def end_to_end(self, key: str, parts: Sequence[torch.Tensor], rows: int = 1
+                   ) -> torch.Tensor:
+        """``parts`` laid end to end: each seen as ``rows`` rows (a pair's two devices) and
+        joined along them, so the result is ``(rows, total)`` (``(total,)`` for one row).
+
+        Joined again only when a part is another tensor, or it or the result was written in
+        place since the last call with ``key`` (a run joins the same steps and read-backs
+        several times a step); the cache holds the parts, so their identities stay unique.
+        """
+        stamp = [(p, p._version) for p in parts]
+        cached = self._joined.get(key)
+        if cached is not None:
+            old, out, version = cached
+            if out._version == version and len(old) == len(stamp) and all(
+                    a is b and va == vb for (a, va), (b, vb) in zip(old, stamp, strict=True)):
+                return out
+        joined = torch.cat([p.reshape(rows, -1) for p in parts], dim=1)
+        out = joined[0] if rows == 1 else joined
+        self._joined[key] = (stamp, out, out._version)
+        return out
