@@ -272,7 +272,7 @@ class TwinArray(ArrayBase):
         )
         if len(arrays) == 1:
             lead.x = new_x
-            lead.pulses_applied += stats.pop("pulses")
+            lead.pulses_applied += plans[0].total_pulses()
             return [PulseReceipt(push_applied=plans[0].push, pull_applied=plans[0].pull,
                                  devices_clipped=int(torch.count_nonzero(touched)),
                                  details={"model": lead.model, **stats})]

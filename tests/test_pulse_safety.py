@@ -167,6 +167,21 @@ def test_a_plan_edited_in_place_after_it_was_built_is_checked_as_it_is_now():
         plan.check_against(SHAPE, limits)
 
 
+def test_plans_split_from_one_set_of_counts_are_checked_as_a_whole():
+    push = torch.arange(12).view(2, 6)
+    pull = torch.ones(2, 6, dtype=torch.int32)
+    parts = [(0, 2, (2, 2), NOMINAL), (2, 6, (2, 2, 2), NOMINAL)]
+    first, second = PulsePlan.split(push, pull, parts)
+    assert first.push.tolist() == [[0, 1], [6, 7]] and first.pull.dtype == torch.int64
+    assert second.push.shape == (2, 2, 2) and second.push[1, 1, 1] == 11
+    assert (first.push_shape, second.pull_shape) == (NOMINAL, NOMINAL)
+    push[1, 5] = -4  # in the second part: the whole is refused
+    with pytest.raises(PlanError, match=r"push count -4 at device \(1, 5\) is negative"):
+        PulsePlan.split(push, pull, parts)
+    with pytest.raises(PlanError, match="must be a PulseShape"):
+        PulsePlan.split(push.abs(), pull, [(0, 6, (2, 6), "1 ns")])
+
+
 @pytest.mark.parametrize("counts, message", [
     ([2**64], "not an array of integers"),
     (10**30, "not an array of integers"),

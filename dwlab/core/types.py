@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +181,29 @@ class PulsePlan:
     def uniform(cls, push: Any, pull: Any, shape: PulseShape) -> PulsePlan:
         """A plan with the same pulse shape for both polarities."""
         return cls(push, pull, shape, shape)
+
+    @classmethod
+    def split(cls, push: Any, pull: Any,
+              parts: Sequence[tuple[int, int, tuple[int, ...], PulseShape]]) -> list[PulsePlan]:
+        """Plans for stretches of the last dimension of ``push`` and ``pull``: each part
+        ``(start, stop, shape, pulse)`` sends ``pulse`` both ways with the counts
+        ``[..., start:stop]`` viewed as ``shape``. The counts are converted and checked once
+        as a whole (one plan's check, not one per part)."""
+        if not parts:
+            return []
+        whole = cls(push, pull, parts[0][3], parts[0][3])
+        plans = []
+        for start, stop, shape, pulse in parts:
+            plan = cls.__new__(cls)
+            values = {"push": whole.push[..., start:stop].view(shape),
+                      "pull": whole.pull[..., start:stop].view(shape),
+                      "push_shape": pulse, "pull_shape": pulse}
+            for name, value in values.items():
+                object.__setattr__(plan, name, value)
+            if not isinstance(pulse, PulseShape):
+                raise PlanError(f"push_shape must be a PulseShape, got {pulse!r}")
+            plans.append(plan)
+        return plans
 
     @property
     def shape(self) -> tuple[int, ...]:

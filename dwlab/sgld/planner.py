@@ -8,7 +8,7 @@ The counts per scheme are derived in :mod:`dwlab.sgld.controller`'s docstring.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -175,14 +175,23 @@ def plan_updates(
     else:
         alpha = segments.per_weight(alphas, first.dtype)
         change.div_(alpha).mul_(-lr / (2 if pair else 1))
-    scale = DeviceScale(1.0, steps("mu_push"), steps("mu_pull"))
+    mu_push, mu_pull = steps("mu_push"), steps("mu_pull")
+
+    def derived(key: str, make: Callable[[], torch.Tensor]) -> torch.Tensor | float:
+        """A constant of the steps, made again only when they change."""
+        if isinstance(mu_push, float) or isinstance(mu_pull, float):
+            return make()
+        return work.derived(key, [mu_push, mu_pull], make)
+
+    k_push = derived("k_mu_push", lambda: K * mu_push)  # the largest move each way
+    k_pull = derived("k_mu_pull", lambda: K * mu_pull)
     if pair:
         torch.neg(target[0], out=target[1])
         shifts = [t.common_shift for t in tensors]
         if any(s is not None for s in shifts):
             shift = joined("common_shift", [torch.zeros_like(t.weight) if s is None else s
                                             for s, t in zip(shifts, tensors, strict=True)])
-            target.add_(within_budget(shift, target, scale, K))
+            target.add_(within_budget(shift, target, k_push, k_pull))
     # int64, as a plan holds its counts (no conversion per tensor)
     push = work.get("push", rows, torch.int64)
     pull = work.get("pull", rows, torch.int64)
@@ -190,18 +199,19 @@ def plan_updates(
     # conductance change of one more count.
     x = target
     if scheme == Scheme.GRADIENT_ONLY:
-        unit = torch.where(x > 0, scale.mu_push, scale.mu_pull)
+        unit: torch.Tensor | float = torch.where(x > 0, mu_push, mu_pull)
         x.div_(unit)
+        unit_sq = unit * unit
         lo, hi = -K, K
     elif scheme in (Scheme.PUSH_PULL, Scheme.PUSH_PULL_PAIR):
-        unit = work.get("unit", rows, first.dtype)
-        unit.zero_().add_(scale.mu_push).add_(scale.mu_pull)
-        x.add_(K * scale.mu_pull).div_(unit)
+        unit = derived("unit", lambda: mu_push + mu_pull)
+        unit_sq = derived("unit_sq", lambda: (mu_push + mu_pull) ** 2)
+        x.add_(k_pull).div_(unit)
         lo, hi = 0, K
     else:
         raise ValueError(f"scheme '{scheme}' sends no pulses")
     clipped = segments.count_outside(x[0] if pair else x, lo, hi)  # weights, not devices
-    variance = round_and_measure_(x, unit, lo, hi, rounding, generator, work)
+    variance = round_and_measure_(x, lo, hi, rounding, generator, work).mul_(unit_sq)
     per_weight = variance.sum(0) if pair else variance  # S^2 per weight
     rounding_var = segments.sums(per_weight.mul_(alpha * alpha))
     if scheme == Scheme.GRADIENT_ONLY:
@@ -212,46 +222,42 @@ def plan_updates(
         push.copy_(x)
         torch.neg(push, out=pull).add_(K)
         pulses = [K * size * (2 if pair else 1) for size in sizes]
-    plans = []
-    for (i, start, stop), t in zip(segments.bounds(), tensors, strict=True):
-        shape = (2, *t.weight.shape) if pair else t.weight.shape
-        own_push, own_pull = push[..., start:stop].view(shape), pull[..., start:stop].view(shape)
-        plans.append(PlannedUpdate(PulsePlan(own_push, own_pull, t.pulse, t.pulse), pulses[i],
-                                   clipped[i], rounding_var[i]))
+    parts = [(start, stop, (2, *t.weight.shape) if pair else tuple(t.weight.shape), t.pulse)
+             for (_, start, stop), t in zip(segments.bounds(), tensors, strict=True)]
+    plans = [PlannedUpdate(plan, pulses[i], clipped[i], rounding_var[i])
+             for i, plan in enumerate(PulsePlan.split(push, pull, parts))]
     return PlannedTensors(plans, push, pull)
 
 
-def within_budget(shift: torch.Tensor, target: torch.Tensor, scale: DeviceScale,
-                  budget: int) -> torch.Tensor:
+def within_budget(shift: torch.Tensor, target: torch.Tensor, k_push: torch.Tensor | float,
+                  k_pull: torch.Tensor | float) -> torch.Tensor:
     """``shift`` cut, pair by pair, to what both devices can add to their ``target``
-    (array shape ``(2, *shape)``) within ``[-K mu-, K mu+]``; 0 where a target is already
-    outside."""
+    (array shape ``(2, *shape)``) within ``[-K mu-, K mu+]`` (``k_pull``, ``k_push``); 0
+    where a target is already outside."""
     # A hair inside the room, so that float rounding cannot take a count past the budget.
-    up = (budget * torch.as_tensor(scale.mu_push) - target).amin(0).clamp_(min=0).mul_(0.999)
-    down = (target + budget * torch.as_tensor(scale.mu_pull)).amin(0).clamp_(min=0).mul_(0.999)
-    return torch.minimum(torch.maximum(shift, -down), up)
+    up = torch.rsub(target, k_push).amin(0).clamp_(min=0).mul_(0.999)
+    down = torch.add(target, k_pull).amin(0).clamp_(min=0).mul_(0.999)
+    return torch.minimum(torch.maximum(shift, down.neg_()), up)
 
 
-def round_and_measure_(x: torch.Tensor, unit: torch.Tensor, lo: float, hi: float,
-                       rounding: str, generator: torch.Generator, work: Workspace
-                       ) -> torch.Tensor:
-    """Round the counts ``x`` in place (clamped to ``[lo, hi]``); returns the conductance
-    variance the rounding adds to each device (S^2, a work tensor of ``x``'s shape),
-    ``unit`` being each device's conductance change per count."""
+def round_and_measure_(x: torch.Tensor, lo: float, hi: float, rounding: str,
+                       generator: torch.Generator, work: Workspace) -> torch.Tensor:
+    """Round the counts ``x`` in place (clamped to ``[lo, hi]``); returns the variance the
+    rounding adds to each count (count^2, a work tensor of ``x``'s shape): ``p (1 - p)`` for
+    stochastic rounding, the squared rounding error for round-to-nearest."""
     x.clamp_(lo, hi)
     frac = work.get("frac", x.shape, x.dtype)
     variance = work.get("rounding_variance", x.shape, x.dtype)
     if rounding == "nearest":
         torch.round(x, out=frac)
-        torch.sub(x, frac, out=x)  # x: the rounding error
-        torch.mul(x, unit, out=variance).square_()
+        torch.sub(x, frac, out=variance).square_()
         x.copy_(frac)
         return variance
     if rounding != "stochastic":
         raise ValueError(f"unknown rounding {rounding!r}; known: stochastic, nearest")
     torch.floor(x, out=frac)
     torch.sub(x, frac, out=frac)  # p: the fractional part
-    torch.mul(frac, unit, out=variance).mul_(unit).mul_(frac.neg().add_(1))
+    torch.addcmul(frac, frac, frac, value=-1.0, out=variance)  # p (1 - p)
     uniform = work.get("rounding", x.shape, x.dtype)
     torch.rand(x.shape, generator=generator, out=uniform)
     round_counts_(x, uniform, lo, hi)

@@ -15,7 +15,8 @@ class Workspace:
         self.device = torch.device(device)
         self._tensors: dict[str, torch.Tensor] = {}
         self._kept: dict[Hashable, Any] = {}
-        self._joined: dict[str, tuple[list[tuple[torch.Tensor, int]], torch.Tensor, int]] = {}
+        self._derived: dict[Hashable, tuple[list[tuple[torch.Tensor, int]], torch.Tensor,
+                                            int]] = {}
 
     def get(self, key: str, shape: torch.Size | tuple[int, ...], dtype: torch.dtype
             ) -> torch.Tensor:
@@ -32,23 +33,29 @@ class Workspace:
             self._kept[key] = make()
         return self._kept[key]
 
-    def end_to_end(self, key: str, parts: Sequence[torch.Tensor], rows: int = 1
-                   ) -> torch.Tensor:
-        """``parts`` laid end to end: each seen as ``rows`` rows (a pair's two devices) and
-        joined along them, so the result is ``(rows, total)`` (``(total,)`` for one row).
-
-        Joined again only when a part is another tensor, or it or the result was written in
-        place since the last call with ``key`` (a run joins the same steps and read-backs
-        several times a step); the cache holds the parts, so their identities stay unique.
-        """
-        stamp = [(p, p._version) for p in parts]
-        cached = self._joined.get(key)
+    def derived(self, key: Hashable, sources: Sequence[torch.Tensor],
+                make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``make()``, made again only when a source is another tensor, or it or the
+        result was written in place since the last call with ``key`` (a run derives the
+        same joined steps and constants every step); the cache holds the sources, so their
+        identities stay unique."""
+        stamp = [(t, t._version) for t in sources]
+        cached = self._derived.get(key)
         if cached is not None:
             old, out, version = cached
             if out._version == version and len(old) == len(stamp) and all(
                     a is b and va == vb for (a, va), (b, vb) in zip(old, stamp, strict=True)):
                 return out
-        joined = torch.cat([p.reshape(rows, -1) for p in parts], dim=1)
-        out = joined[0] if rows == 1 else joined
-        self._joined[key] = (stamp, out, out._version)
+        out = make()
+        self._derived[key] = (stamp, out, out._version)
         return out
+
+    def end_to_end(self, key: str, parts: Sequence[torch.Tensor], rows: int = 1
+                   ) -> torch.Tensor:
+        """``parts`` laid end to end: each seen as ``rows`` rows (a pair's two devices) and
+        joined along them, so the result is ``(rows, total)`` (``(total,)`` for one row);
+        kept while the parts are unchanged (:meth:`derived`)."""
+        def join() -> torch.Tensor:
+            joined = torch.cat([p.reshape(rows, -1) for p in parts], dim=1)
+            return joined[0] if rows == 1 else joined
+        return self.derived(key, parts, join)

@@ -26,7 +26,7 @@ from dwlab.sim.physics.binary import (
     two_state_pulses,
 )
 from dwlab.sim.physics.drive import drive_factor, step_moments
-from dwlab.sim.physics.fast import apply_pulses_fast, exact_total
+from dwlab.sim.physics.fast import apply_pulses_fast
 from dwlab.sim.physics.near_end import _similar_count_chunks, apply_pulses_one_end
 from dwlab.sim.physics.noise import normal_
 from dwlab.sim.physics.notches import nearest_notch, notch_positions
@@ -35,7 +35,7 @@ from dwlab.sim.physics.reference import apply_pulses_reference
 
 __all__ = [
     "apply_pulses_fast", "apply_pulses_one_end", "apply_pulses_reference", "binomial_fraction",
-    "conductance", "drive_factor", "exact_total", "mtj_switch_probability", "nearest_notch",
+    "conductance", "drive_factor", "mtj_switch_probability", "nearest_notch",
     "normal_", "notch_positions", "pass_probability", "relax", "step_moments", "two_state_pulses",
     # internals the unit tests check directly
     "_similar_count_chunks",

@@ -7,25 +7,6 @@ import torch
 from dwlab.sim.physics.near_end import apply_pulses_one_end
 from dwlab.sim.physics.noise import normal_
 
-
-def exact_total(counts: torch.Tensor) -> int:
-    """Exact sum of non-negative integer counts (a float32 or an integer tensor).
-
-    Integer sums are slow on CPU (each element is widened); float32 block sums are exact
-    while a block's total stays below 2**24, and the block totals are summed in float64.
-    """
-    flat = counts.reshape(-1)
-    if flat.numel() == 0:
-        return 0
-    most = max(int(flat.max()), 1)
-    block = max(1, (1 << 24) // (most * 2))
-    whole = flat.numel() // block * block
-    total = flat[whole:].sum(dtype=torch.float64)
-    if whole:
-        total += flat[:whole].view(-1, block).sum(dim=1).sum(dtype=torch.float64)
-    return int(total)
-
-
 FEW_NEAR_WALLS = 2048
 """Up to this many walls near an end take one pulse-by-pulse walk watching both ends
 (:func:`apply_pulses_one_end` with ``far_end``) instead of being split by reach."""
@@ -66,8 +47,6 @@ def apply_pulses_fast(
     a, b, sd, noise = scratch("a"), scratch("b"), scratch("sd"), scratch("noise")
     a.copy_(n_push)
     b.copy_(n_pull)
-    if stats is not None:
-        stats["pulses"] = exact_total(torch.add(a, b, out=sd))
     var_push = sigma_push * sigma_push if var_push is None else var_push
     var_pull = sigma_pull * sigma_pull if var_pull is None else var_pull
     new_x = torch.mul(a, mu_push)
