@@ -32,7 +32,6 @@ class JoinedWeights:
         self.n = sum(self.sizes)
         self.segments = Segments.kept(work, self.sizes)
         self.work = work
-        self._distance: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
     def per_weight(self, values: Sequence[float]) -> float | torch.Tensor:
         """One number per tensor, as one number when all agree, else one per weight."""
@@ -46,11 +45,11 @@ class JoinedWeights:
         return self.per_weight([getattr(dw, name) for dw in self.weights])
 
     def steps(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every device's measured push and pull step, end to end."""
-        return (self.work.end_to_end("joined_mu_push", [dw.mu_push for dw in self.weights],
-                                     self.rows),
-                self.work.end_to_end("joined_mu_pull", [dw.mu_pull for dw in self.weights],
-                                     self.rows))
+        """Every device's measured push and pull step, end to end (the same joined tensors
+        as the planner's, which keeps them under these keys in the same workspace)."""
+        push, pull = (self.work.end_to_end(which, [getattr(dw, which) for dw in self.weights],
+                                           self.rows) for which in ("mu_push", "mu_pull"))
+        return push, pull
 
     def read(self) -> torch.Tensor:
         """The last read-back of every device, end to end."""
@@ -61,11 +60,8 @@ class JoinedWeights:
         """``|G - g_mid|`` of every device at the last read-back (computed once per
         read-back)."""
         g = self.read()
-        if self._distance is None or self._distance[0] is not g or (
-                self._distance[1] != g._version):
-            out = torch.sub(g, self.constant("g_mid")).abs_()
-            self._distance = (g, g._version, out)
-        return self._distance[2]
+        return self.work.derived("joined_distance", [g],
+                                 lambda: torch.sub(g, self.constant("g_mid")).abs_())
 
     def saturated(self, distance: torch.Tensor) -> torch.Tensor:
         """Which devices lie within :data:`SATURATION_MARGIN` of a track end."""

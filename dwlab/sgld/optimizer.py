@@ -144,15 +144,15 @@ class SGLDController(torch.optim.Optimizer):
         try:
             groups = self._joined(active)
             limits = {id(dw): cap for dw, cap in zip(active, caps, strict=True)}
-            planned = [self._plan(group, lr, prior, [limits[id(dw)] for dw in group.weights])
-                       for group in groups]
-            members = [dw for group in groups for dw in group.weights]
+            planned = [self._plan(joined, lr, prior, [limits[id(dw)] for dw in joined.weights])
+                       for joined in groups]
+            members = [dw for joined in groups for dw in joined.weights]
             receipts = apply_all([dw.array for dw in members],
                                  [u.plan for step in planned for u in step.planned.updates])
             updates, start = [], 0
-            for group, step in zip(groups, planned, strict=True):
-                stop = start + len(group.weights)
-                updates.append(self._read_back(group, step, receipts[start:stop]))
+            for joined, step in zip(groups, planned, strict=True):
+                stop = start + len(joined.weights)
+                updates.append(self._read_back(joined, step, receipts[start:stop]))
                 start = stop
         except BaseException:
             for dw in self.weights:
@@ -198,14 +198,14 @@ class SGLDController(torch.optim.Optimizer):
             noise_scale = math.sqrt(2.0 * lr * temperature / self.dataset_size)
         # All parameters of one torch device and dtype at once (torch's foreach kernels,
         # one noise draw): a ResNet18 has some 60 small ones.
-        kinds: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+        kinds: dict[tuple[torch.device, torch.dtype], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         for _, p in self.digital:
             if p.grad is not None:
-                kinds.setdefault((p.device, p.dtype), []).append(p)
-        for (device, dtype), params in kinds.items():
-            grads = [p.grad for p in params]
+                kinds.setdefault((p.device, p.dtype), []).append((p, p.grad))
+        for (device, dtype), pairs in kinds.items():
+            params, grads = [p for p, _ in pairs], [g for _, g in pairs]
             torch._foreach_mul_(params, 1.0 - lr * prior)
-            torch._foreach_add_(params, grads, alpha=-lr)  # type: ignore[arg-type]
+            torch._foreach_add_(params, grads, alpha=-lr)
             if noise_scale:
                 noise = torch.randn(sum(p.numel() for p in params), device=device, dtype=dtype,
                                     generator=self._generator(device))

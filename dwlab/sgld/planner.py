@@ -177,11 +177,11 @@ def plan_updates(
         change.div_(alpha).mul_(-lr / (2 if pair else 1))
     mu_push, mu_pull = steps("mu_push"), steps("mu_pull")
 
-    def derived(key: str, make: Callable[[], torch.Tensor]) -> torch.Tensor | float:
+    def derived(key: str, make: Callable[[], torch.Tensor | float]) -> torch.Tensor | float:
         """A constant of the steps, made again only when they change."""
-        if isinstance(mu_push, float) or isinstance(mu_pull, float):
-            return make()
-        return work.derived(key, [mu_push, mu_pull], make)
+        if isinstance(mu_push, torch.Tensor) and isinstance(mu_pull, torch.Tensor):
+            return work.derived(key, [mu_push, mu_pull], lambda: torch.as_tensor(make()))
+        return make()
 
     k_push = derived("k_mu_push", lambda: K * mu_push)  # the largest move each way
     k_pull = derived("k_mu_pull", lambda: K * mu_pull)

@@ -13,7 +13,8 @@ from dwlab.sgld.joined import JoinedWeights
 
 @dataclass(frozen=True)
 class TensorUpdateStats:
-    """What the update of one device-backed tensor did."""
+    """What the update of device-backed tensors did (one tensor, or several end to end),
+    summed over them."""
 
     pulses_sent: int
     devices_clipped: int

@@ -13,6 +13,7 @@ from dwlab.core.device import DeviceArray
 from dwlab.core.types import PulseReceipt, PulseShape
 from dwlab.sgld.planner import DeviceScale
 from dwlab.sgld.readback import conductance_after
+from dwlab.sgld.workspace import Workspace
 
 SATURATION_MARGIN = 0.05
 """A device within this fraction of the conductance range of a track end counts as saturated."""
@@ -56,8 +57,11 @@ class DeviceWeight:
     last_read: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     """Conductances of the last read-back (array shape, on the parameter's device)."""
     program_report: ProgramReport | None = None
-    _mean_step: tuple[torch.Tensor, int, torch.Tensor, int, float] | None = field(
-        default=None, init=False, repr=False)
+    work: Workspace = field(init=False, repr=False, compare=False)
+    """Values derived from the steps, kept while they are unchanged."""
+
+    def __post_init__(self) -> None:
+        self.work = Workspace(self.param.device)
 
     @property
     def n_weights(self) -> int:
@@ -67,12 +71,9 @@ class DeviceWeight:
     def mean_step(self) -> float:
         """The array's mean step, push and pull alike (S); computed again only when the
         steps change (the controller asks every step)."""
-        push, pull, cached = self.mu_push, self.mu_pull, self._mean_step
-        if cached is None or cached[0] is not push or cached[1] != push._version or (
-                cached[2] is not pull or cached[3] != pull._version):
-            value = 0.5 * float(push.mean() + pull.mean())
-            self._mean_step = cached = (push, push._version, pull, pull._version, value)
-        return cached[4]
+        push, pull = self.mu_push, self.mu_pull
+        return self.work.derived("mean_step", [push, pull],
+                                 lambda: 0.5 * float(push.mean() + pull.mean()))
 
     def precision(self, budget: int) -> dict[str, float]:
         """What ``budget`` pulses per update mean for this tensor, in weight units:

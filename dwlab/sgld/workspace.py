@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+
+T = TypeVar("T")
+
+
+def _version(value: object) -> int:
+    """A tensor's in-place write count (0 for anything else)."""
+    return value._version if isinstance(value, torch.Tensor) else 0
 
 
 class Workspace:
@@ -15,8 +22,7 @@ class Workspace:
         self.device = torch.device(device)
         self._tensors: dict[str, torch.Tensor] = {}
         self._kept: dict[Hashable, Any] = {}
-        self._derived: dict[Hashable, tuple[list[tuple[torch.Tensor, int]], torch.Tensor,
-                                            int]] = {}
+        self._derived: dict[Hashable, tuple[list[tuple[torch.Tensor, int]], Any, int]] = {}
 
     def get(self, key: str, shape: torch.Size | tuple[int, ...], dtype: torch.dtype
             ) -> torch.Tensor:
@@ -33,9 +39,9 @@ class Workspace:
             self._kept[key] = make()
         return self._kept[key]
 
-    def derived(self, key: Hashable, sources: Sequence[torch.Tensor],
-                make: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """``make()``, made again only when a source is another tensor, or it or the
+    def derived(self, key: Hashable, sources: Sequence[torch.Tensor], make: Callable[[], T]
+                ) -> T:
+        """``make()``, made again only when a source is another tensor, or it or a tensor
         result was written in place since the last call with ``key`` (a run derives the
         same joined steps and constants every step); the cache holds the sources, so their
         identities stay unique."""
@@ -43,11 +49,11 @@ class Workspace:
         cached = self._derived.get(key)
         if cached is not None:
             old, out, version = cached
-            if out._version == version and len(old) == len(stamp) and all(
+            if _version(out) == version and len(old) == len(stamp) and all(
                     a is b and va == vb for (a, va), (b, vb) in zip(old, stamp, strict=True)):
                 return out
         out = make()
-        self._derived[key] = (stamp, out, out._version)
+        self._derived[key] = (stamp, out, _version(out))
         return out
 
     def end_to_end(self, key: str, parts: Sequence[torch.Tensor], rows: int = 1
