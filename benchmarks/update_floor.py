@@ -17,7 +17,12 @@ The floor is a yardstick, not a twin: it drops the exact near-end walk and every
 controller records. It says how much of the update's cost is physics every twin must pay
 and how much is the way dwlab pays it.
 
+``--fashion STEPS`` times the whole run's own conditions instead: STEPS steps on the first
+STEPS x batch Fashion-MNIST training images in the training's order (real gradients, so
+the walls drift towards the track ends as in training), medians over all but the first ten.
+
     python benchmarks/update_floor.py --width 8
+    python benchmarks/update_floor.py --width 8 --fashion 50
 """
 
 from __future__ import annotations
@@ -59,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--fashion", type=int, metavar="STEPS",
+                    help="time STEPS steps on real Fashion-MNIST batches (see above)")
     args = ap.parse_args(argv)
+    if args.fashion is not None and args.fashion <= 10:
+        ap.error("--fashion needs more than 10 steps (the first ten are not timed)")
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as dwlab train does
     loaded = load_config(CONFIG)
@@ -78,9 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     position = torch.rand(2, n_weights) * 0.5 + 0.25
     budget = 2 ** ctrl.update_bits - 1
 
+    if args.fashion:
+        from dwlab.app.data import load_fashion_mnist, train_batches
+        data = load_fashion_mnist(limit_train=args.fashion * args.batch, limit_test=1)
+        batches = [(x, y) for _, x, y in train_batches(data, args.batch, 0, 0)]
+    else:
+        batches = [(images, labels)] * (2 + args.repeats)
+    batch = iter(batches)
+
     def forward_backward() -> None:
+        x, y = next(batch)
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(images), labels).backward()
+        loss_fn(model(x), y).backward()
 
     def timed(fn) -> float:
         start = time.perf_counter()
@@ -90,20 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     def floor() -> None:
         floor_update(grad, position, budget, 1e-3, 1e-3, 2e-3, ctrl.lr)
 
-    for _ in range(2):  # warm-up: allocator, caches, the first plans
-        forward_backward()
-        opt.step()
-        floor()
+    untimed = 10 if args.fashion else 2  # warm-up: allocator, caches, the first plans
     passes, steps, floors = [], [], []
-    for _ in range(args.repeats):
+    for _ in range(len(batches)):
         passes.append(timed(forward_backward))
         steps.append(timed(opt.step))  # on this pass's gradients
         floors.append(timed(floor))
-    fb, step, fl = (statistics.median(t) for t in (passes, steps, floors))
+    fb, step, fl = (statistics.median(t[untimed:]) for t in (passes, steps, floors))
     opt.close()
+    source = (f"{args.fashion} steps on Fashion-MNIST, median of the last "
+              f"{args.fashion - untimed}" if args.fashion else
+              f"one random batch, median of {args.repeats}")
     print(f"Fashion ResNet18 width {args.width}, batch {args.batch}, {n_weights:,} weights "
           f"({2 * n_weights:,} devices), K = {budget}, {args.threads} thread(s), "
-          f"median of {args.repeats}\n")
+          f"{source}\n")
     print("| part | seconds | step / forward+backward |")
     print("|---|---|---|")
     print(f"| forward+backward | {fb:.4f} | - |")
