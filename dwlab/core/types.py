@@ -191,17 +191,17 @@ class PulsePlan:
         as a whole (one plan's check, not one per part)."""
         if not parts:
             return []
+        for *_, pulse in parts:
+            if not isinstance(pulse, PulseShape):
+                raise PlanError(f"push_shape must be a PulseShape, got {pulse!r}")
         whole = cls(push, pull, parts[0][3], parts[0][3])
         plans = []
         for start, stop, shape, pulse in parts:
-            plan = cls.__new__(cls)
-            values = {"push": whole.push[..., start:stop].view(shape),
-                      "pull": whole.pull[..., start:stop].view(shape),
-                      "push_shape": pulse, "pull_shape": pulse}
-            for name, value in values.items():
-                object.__setattr__(plan, name, value)
-            if not isinstance(pulse, PulseShape):
-                raise PlanError(f"push_shape must be a PulseShape, got {pulse!r}")
+            plan = cls.__new__(cls)  # the counts are checked above: no second scan per part
+            object.__setattr__(plan, "push", whole.push[..., start:stop].view(shape))
+            object.__setattr__(plan, "pull", whole.pull[..., start:stop].view(shape))
+            object.__setattr__(plan, "push_shape", pulse)
+            object.__setattr__(plan, "pull_shape", pulse)
             plans.append(plan)
         return plans
 
