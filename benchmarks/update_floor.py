@@ -22,7 +22,7 @@ STEPS x batch Fashion-MNIST training images in the training's order (real gradie
 the walls drift towards the track ends as in training), medians over all but the first ten.
 
     python benchmarks/update_floor.py --width 8
-    python benchmarks/update_floor.py --width 8 --fashion 50
+    python benchmarks/update_floor.py --width 8 --fashion 50 [--no-refine]
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fashion", type=int, metavar="STEPS",
                     help="time STEPS steps on real Fashion-MNIST batches (see above)")
+    ap.add_argument("--no-refine", action="store_true",
+                    help="keep the calibrated steps (controller.refine_steps false)")
     args = ap.parse_args(argv)
     if args.fashion is not None and args.fashion <= 10:
         ap.error("--fashion needs more than 10 steps (the first ten are not timed)")
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # as dwlab train does
     loaded = load_config(CONFIG)
     ctrl = loaded.config.controller
+    if args.no_refine:
+        ctrl = ctrl.model_copy(update={"refine_steps": False})
     model = ResNet18(in_channels=1, num_classes=10, width=args.width)
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch, 1, 28, 28, generator=gen)
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
               f"one random batch, median of {args.repeats}")
     print(f"Fashion ResNet18 width {args.width}, batch {args.batch}, {n_weights:,} weights "
           f"({2 * n_weights:,} devices), K = {budget}, {args.threads} thread(s), "
-          f"{source}\n")
+          f"steps {'calibrated' if args.no_refine else 'refined'}, {source}\n")
     print("| part | seconds | step / forward+backward |")
     print("|---|---|---|")
     print(f"| forward+backward | {fb:.4f} | - |")

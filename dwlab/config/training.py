@@ -71,6 +71,9 @@ class ControllerConfig(Schema):
     """Pulses of each polarity per device that measure each device's own push and pull
     step before programming (split into sweeps within ``max_pulses_per_device`` and a
     third of the track): the per-device asymmetry compensation rests on them."""
+    refine_steps: bool = True
+    """Refine each device's steps from the read-backs of training (:mod:`dwlab.sgld.refine`),
+    so the calibration's error does not walk the walls; false keeps the calibration."""
     lr: Annotated[Finite, Gt(0)] = 0.05
     temperature: Annotated[Finite, Ge(0)] = 1e-4
     """SGLD temperature of float SGLD, and of the device weights when ``weight_scale`` is

@@ -15,7 +15,7 @@ import torch
 
 from dwlab.sgld.planner import Segments
 from dwlab.sgld.weight import SATURATION_MARGIN, DeviceWeight
-from dwlab.sgld.workspace import Workspace
+from dwlab.sgld.workspace import Workspace, laid_end_to_end
 
 
 class JoinedWeights:
@@ -50,6 +50,23 @@ class JoinedWeights:
         push, pull = (self.work.end_to_end(which, [getattr(dw, which) for dw in self.weights],
                                            self.rows) for which in ("mu_push", "mu_pull"))
         return push, pull
+
+    def bind(self, attr: str, lead: int = 0) -> torch.Tensor:
+        """Every weight's tensor ``attr`` (``lead`` leading dims, then the array's shape)
+        joined along the devices, ``(*lead dims, rows, n)`` (no ``rows`` dim for single
+        devices), with each weight's tensor made a view of it: a write to either is a
+        write to both, so nothing is copied back per tensor."""
+        parts = [getattr(dw, attr) for dw in self.weights]
+        base = laid_end_to_end(parts, self.rows, lead)
+        if base is not None:
+            return base
+        lead_shape = parts[0].shape[:lead]
+        rows = (self.rows,) if self.pair else ()
+        joined = torch.cat([p.reshape(*lead_shape, *rows, -1) for p in parts], dim=-1)
+        for (_, start, stop), dw, part in zip(self.segments.bounds(), self.weights, parts,
+                                             strict=True):
+            setattr(dw, attr, joined[..., start:stop].view(part.shape))
+        return joined
 
     def read(self) -> torch.Tensor:
         """The last read-back of every device, end to end."""

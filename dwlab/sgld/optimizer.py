@@ -26,6 +26,7 @@ from dwlab.sgld.mapping import ArrayFactory, attach_weights, is_device_weight, m
 from dwlab.sgld.maths import learning_rate_at, pulse_budget
 from dwlab.sgld.planner import PlannedTensors, TensorToPlan, check_budget, plan_updates
 from dwlab.sgld.recentre import centring_shift, recentre_pairs
+from dwlab.sgld.refine import refine_steps
 from dwlab.sgld.stats import EdgeWatch, StepStats, TensorUpdateStats, edge_watch
 from dwlab.sgld.weight import DeviceWeight
 from dwlab.sgld.workspace import Workspace
@@ -38,7 +39,8 @@ class ControllerState(TypedDict):
     step: int
     generators: dict[str, torch.Tensor]
     weights: dict[str, dict[str, Any]]
-    """By parameter name: ``DeviceWeight.meta()``, ``last_read`` and the array's snapshot."""
+    """By parameter name: ``DeviceWeight.meta()``, ``last_read``, the step refinement
+    (:mod:`dwlab.sgld.refine`) and the array's snapshot."""
     last_stats: dict[str, Any]
 
 
@@ -253,8 +255,14 @@ class SGLDController(torch.optim.Optimizer):
                    receipts: Sequence[PulseReceipt]) -> TensorUpdateStats:
         """After the apply: read back, write the held weights into the tensors, and say
         what the step did to them."""
+        refine = self.cfg.refine_steps and all(
+            dw.refine_state is not None for dw in group.weights)
+        distance_before = group.distance() if refine else None
         for dw, receipt in zip(group.weights, receipts, strict=True):
             dw.accept_read(dw.read(self.cfg.read_averages, after=receipt))
+        if distance_before is not None:
+            refine_steps(group, step.planned.push, step.planned.pull, distance_before,
+                         self.pulse_budget)
         updates = step.planned.updates
         return TensorUpdateStats(
             pulses_sent=sum(step.pulses),
@@ -326,6 +334,9 @@ class SGLDController(torch.optim.Optimizer):
                     **dw.meta(),
                     "steps_siemens": torch.stack((dw.mu_push, dw.mu_pull)).detach().cpu(),
                     "last_read": dw.last_read.detach().cpu().clone(),
+                    "refine": None if dw.refine_state is None else {
+                        "state": dw.refine_state.detach().cpu().clone(),
+                        "read_variance": dw.read_variance},
                     "snapshot": dw.array.snapshot(),
                 }
                 for dw in self.weights
@@ -357,6 +368,10 @@ class SGLDController(torch.optim.Optimizer):
             dw.set_steps(*saved["steps_siemens"])
             last_read = saved["last_read"].to(dw.param.device, dw.param.dtype).clone()
             dw.accept_read(last_read)
+            refine = saved.get("refine")
+            if refine is not None:
+                dw.refine_state = refine["state"].to(dw.param.device, dw.param.dtype).clone()
+                dw.read_variance = float(refine["read_variance"])
         if "last_stats" in ours:
             self.last_stats = StepStats(**ours["last_stats"])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from dwlab.core.types import PulsePlan
+from dwlab.sgld.refine import start_refining
 from dwlab.sgld.weight import DeviceWeight
 
 SWEEP_SPAN = 0.4
@@ -25,7 +26,10 @@ def program(dw: DeviceWeight, iterations: int, read_averages: int,
     cap = dw.array.describe().limits.max_pulses_per_device
     target = dw.target_conductance(dw.param.detach().to(torch.float32))
     target = target.to(dw.param.device, dw.param.dtype)
-    g, pulses = measure_steps(dw, calibration_pulses, cap, read_averages)
+    g = dw.read(read_averages)
+    # Two reads with no pulse between them: the read-back's own noise.
+    read_variance = 0.5 * float((dw.read(read_averages) - g).double().square().mean())
+    g, pulses, prior_variance = measure_steps(dw, g, calibration_pulses, cap, read_averages)
     rounds = 0
     for rounds in range(1, iterations + 1):
         err = target - g
@@ -40,6 +44,7 @@ def program(dw: DeviceWeight, iterations: int, read_averages: int,
         pulses += int(push.sum()) + int(pull.sum())
         g = dw.read(read_averages, after=receipt)
     dw.accept_read(g)
+    start_refining(dw, prior_variance, read_variance)
     err_w = (g - target) * dw.alpha
     dw.program_report = {
         "rounds": rounds, "pulses": pulses,
@@ -48,11 +53,13 @@ def program(dw: DeviceWeight, iterations: int, read_averages: int,
     }
 
 
-def measure_steps(dw: DeviceWeight, total: int, cap: int, read_averages: int
-                  ) -> tuple[torch.Tensor, int]:
-    """Measure every device's own push and pull step: sweeps of ``k`` pushes then ``k``
-    pulls until ``total`` pulses of each polarity, ``k`` kept within ``cap`` and within
-    :data:`SWEEP_SPAN` of the track. Returns the last read-back and the pulses sent.
+def measure_steps(dw: DeviceWeight, g: torch.Tensor, total: int, cap: int,
+                  read_averages: int) -> tuple[torch.Tensor, int, float]:
+    """Measure every device's own push and pull step, starting from the read ``g``: sweeps
+    of ``k`` pushes then ``k`` pulls until ``total`` pulses of each polarity, ``k`` kept
+    within ``cap`` and within :data:`SWEEP_SPAN` of the track. Returns the last read-back,
+    the pulses sent and the variance left in each device's steps (S^2; a quarter of the
+    nominal step, squared, when nothing was measured).
 
     Per device, the steps are the summed moves over the summed counts, shrunk towards the
     array mean by the share of their scatter that is measurement noise (estimated from the
@@ -64,7 +71,7 @@ def measure_steps(dw: DeviceWeight, total: int, cap: int, read_averages: int
     nominal = dw.mean_step
     k = max(1, min(cap, total, int(SWEEP_SPAN * dw.g_half / nominal)))
     sweeps = max(1, round(total / k))
-    g = dw.read(read_averages)
+    unmeasured = (0.25 * nominal) ** 2
     ups, downs, valid = [], [], []
     ones = torch.full(g.shape, k, dtype=torch.int32, device=g.device)
     zeros = torch.zeros_like(ones)
@@ -86,37 +93,41 @@ def measure_steps(dw: DeviceWeight, total: int, cap: int, read_averages: int
     ok = torch.stack(valid)
     inside = ok.any(0)
     if not bool(inside.any()):
-        return g, pulses
-    up = shrunk_means(torch.stack(ups), ok, inside)
-    down = shrunk_means(torch.stack(downs), ok, inside)
+        return g, pulses, unmeasured
+    up, up_variance = shrunk_means(torch.stack(ups), ok, inside)
+    down, down_variance = shrunk_means(torch.stack(downs), ok, inside)
     mean_up, mean_down = float(up[inside].mean()), float(down[inside].mean())
     if nominal / 5 < mean_up < nominal * 5 and nominal / 5 < mean_down < nominal * 5:
         # (a floor keeps every count finite should a device's estimate come out tiny)
         dw.set_steps(torch.where(inside, up, mean_up).clamp_(min=0.2 * mean_up),
                      torch.where(inside, down, mean_down).clamp_(min=0.2 * mean_down))
-    return g, pulses
+        if up_variance is not None and down_variance is not None:
+            return g, pulses, 0.5 * (up_variance + down_variance)
+    return g, pulses, unmeasured
 
 
 def shrunk_means(samples: torch.Tensor, ok: torch.Tensor, inside: torch.Tensor
-                 ) -> torch.Tensor:
+                 ) -> tuple[torch.Tensor, float | None]:
     """Per-device means of ``samples`` over the sweeps where ``ok`` (sweeps first), shrunk
     towards the mean over the ``inside`` devices by ``spread / (spread + noise)``: ``noise``
     the variance of one device's mean (sweep scatter / its sweeps), ``spread`` the
-    device-to-device variance left after taking that noise away."""
+    device-to-device variance left after taking that noise away. Also returns the
+    variance left in the shrunk means (``keep * noise``, averaged over the devices; None
+    with fewer than two sweeps or devices)."""
     weight = ok.to(samples.dtype)
     count = weight.sum(0).clamp_(min=1)
     means = (samples * weight).sum(0) / count
     pooled = means[inside]
     centre = float(pooled.mean())
     if samples.shape[0] < 2 or pooled.numel() < 2:
-        return means
+        return means, None
     scatter = ((samples - means).square() * weight).sum(0) / (count - 1).clamp_(min=1)
     noise = (scatter / count)[inside]
     spread = max(0.0, float(pooled.var()) - float(noise.mean()))
     keep = spread / (spread + noise.clamp(min=1e-30))
     out = means.clone()
     out[inside] = (pooled - centre) * keep + centre
-    return out
+    return out, float((keep * noise).mean())
 
 
 def recentre(dw: DeviceWeight, g: torch.Tensor, cap: int, read_averages: int

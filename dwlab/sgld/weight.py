@@ -57,6 +57,11 @@ class DeviceWeight:
     last_read: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     """Conductances of the last read-back (array shape, on the parameter's device)."""
     program_report: ProgramReport | None = None
+    refine_state: torch.Tensor | None = None
+    """What refines the steps during training (:mod:`dwlab.sgld.refine`); None until
+    programmed."""
+    read_variance: float = 0.0
+    """Variance of one read-back (S^2), measured while programming."""
     work: Workspace = field(init=False, repr=False, compare=False)
     """Values derived from the steps, kept while they are unchanged."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -62,6 +63,29 @@ class Workspace:
         joined along them, so the result is ``(rows, total)`` (``(total,)`` for one row);
         kept while the parts are unchanged (:meth:`derived`)."""
         def join() -> torch.Tensor:
+            base = laid_end_to_end(parts, rows)
+            if base is not None:
+                return base
             joined = torch.cat([p.reshape(rows, -1) for p in parts], dim=1)
             return joined[0] if rows == 1 else joined
         return self.derived(key, parts, join)
+
+
+def laid_end_to_end(parts: Sequence[torch.Tensor], rows: int = 1, lead: int = 0
+                    ) -> torch.Tensor | None:
+    """The tensor ``(*lead dims, rows, total)`` (``rows`` 1: without the rows dim) whose views
+    ``parts`` are, one after another along the last dim; None when they are not (then
+    joining them takes a copy)."""
+    base = parts[0]._base
+    if base is None or not base.is_contiguous():
+        return None
+    total = sum(p.numel() for p in parts) // (rows * math.prod(parts[0].shape[:lead]))
+    if base.shape[lead:] != ((rows, total) if rows > 1 else (total,)):
+        return None
+    start = 0
+    for p in parts:
+        size = p[(0,) * lead].numel() // rows if lead else p.numel() // rows
+        if p._base is not base or p.storage_offset() != start:
+            return None
+        start += size
+    return base if start == total else None
