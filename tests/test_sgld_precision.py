@@ -139,3 +139,32 @@ def test_centring_holds_the_common_mode_without_touching_the_weights():
     assert held < 0.06
     assert free > 3 * held  # the same check catches a missing centring
     assert moved_held == pytest.approx(moved_free, rel=0.15)
+
+
+def test_walls_held_at_a_track_end_do_not_teach_false_steps():
+    """100 pairs hold the largest weight (the + device at the top end, the - device at the
+    bottom) and the gradient keeps pushing them out: their reads do not move, which says
+    nothing of their steps. They start again every update, so their steps stay what they
+    were; the other devices are refined.
+    (Every device's window is the nominal one here: the controller knows the track ends
+    only from it, so a device whose window lies off it by more than the saturated zone
+    is not recognised at its end.)"""
+    same_windows = FINE.replace(g_spread=0.0)
+    model, opt = pair_controller(5, same_windows, prior_sigma=1e6, calibration_pulses=8192)
+    dw = opt.weights[0]
+    dw.array.x.view(2, -1)[:, :100] = torch.tensor([[1.0], [0.0]])
+    dw.accept_read(dw.read(1))
+    held = torch.zeros(model.weight.numel(), dtype=torch.bool)
+    held[:100] = True
+    steps_before = torch.stack((dw.mu_push, dw.mu_pull)).view(2, 2, -1).clone()
+    for _ in range(30):
+        grad = torch.zeros(model.weight.numel())
+        grad[held] = -1.0  # w up: the + device pushed further up
+        model.weight.grad = grad.view_as(model.weight)
+        opt.step()
+    steps = torch.stack((dw.mu_push, dw.mu_pull)).view(2, 2, -1)
+    change = (steps / steps_before - 1).abs().amax((0, 1))  # per weight, its 4 steps
+    print(f"steps changed by (largest, median): held {float(change[held].max()):.4f}, "
+          f"others {float(change[~held].median()):.4f}")
+    assert float(change[held].max()) == 0.0
+    assert float(change[~held].median()) > 0.001  # the others did learn

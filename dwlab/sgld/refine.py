@@ -20,7 +20,9 @@ a correction along the direction that walks (``P`` and ``Q`` grow together); the
 sum, which only sets how finely an update is resolved, keeps its calibration. A device
 whose wall came near a track end (its move may have been clipped) starts again from its
 current read, its posterior the new prior (``S - S x x' S / (x . S x + noise)``), so
-nothing learnt is lost.
+nothing learnt is lost. The track ends are known only from the nominal window: a device
+whose own window lies off it by more than the saturated zone can sit at its end unseen,
+and its steps then learn from moves that did not happen.
 """
 
 from __future__ import annotations
@@ -76,22 +78,28 @@ def refine_steps(weights: JoinedWeights, push: torch.Tensor, pull: torch.Tensor,
     near = torch.gt(weights.distance(), limit).logical_or_(distance_before > limit)
     restart = near.view(-1).nonzero().squeeze(1)
     if restart.numel():
-        keep_posterior(weights, state, restart)
+        keep_posterior(weights, state, restart, mu_push, mu_pull)
     pushes.add_(push)
     pulls.add_(pull)
     if restart.numel():  # from this read on; this update's move is not used
         flat = state.view(len(STATE_ROWS), -1)
         flat[0].index_copy_(0, restart, g.reshape(-1).index_select(0, restart))
         flat[1:3].index_fill_(1, restart, 0.0)
-    # S x, with x = (P, -Q)
-    s_push = torch.mul(var_push, pushes).addcmul_(cov, pulls, value=-1.0)
-    s_pull = torch.mul(cov, pushes).addcmul_(var_pull, pulls, value=-1.0)
+    s_push, s_pull = covariance_times_counts(var_push, cov, var_pull, pushes, pulls)
     residual = torch.sub(g, start).addcmul_(prior_push, pushes, value=-1.0).addcmul_(
         prior_pull, pulls)
     residual.div_(innovation_variance(pushes, pulls, s_push, s_pull, *noise(weights)))
     torch.addcmul(prior_push, s_push, residual, out=mu_push)
     torch.addcmul(prior_pull, s_pull, residual, out=mu_pull)
     return restart.numel()
+
+
+def covariance_times_counts(var_push: torch.Tensor, cov: torch.Tensor, var_pull: torch.Tensor,
+                            pushes: torch.Tensor, pulls: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``S x``, with ``x = (P, -Q)``."""
+    return (torch.mul(var_push, pushes).addcmul_(cov, pulls, value=-1.0),
+            torch.mul(cov, pushes).addcmul_(var_pull, pulls, value=-1.0))
 
 
 def noise(weights: JoinedWeights) -> tuple[float | torch.Tensor, float | torch.Tensor]:
@@ -108,19 +116,19 @@ def innovation_variance(pushes: torch.Tensor, pulls: torch.Tensor, s_push: torch
     return out.add_(torch.add(pushes, pulls).mul_(pulse_variance)).add_(reads_variance)
 
 
-def keep_posterior(weights: JoinedWeights, state: torch.Tensor, devices: torch.Tensor
-                   ) -> None:
+def keep_posterior(weights: JoinedWeights, state: torch.Tensor, devices: torch.Tensor,
+                   mu_push: torch.Tensor, mu_pull: torch.Tensor) -> None:
     """Make the posterior of ``devices`` (flat indices), from their counts so far, their
-    prior: the mean is their current steps, the covariance ``S - S x x' S / v``."""
+    prior: the mean is their current steps ``mu_push``, ``mu_pull`` (joined), the covariance
+    ``S - S x x' S / v``."""
     flat = state.view(len(STATE_ROWS), -1)
     _, pushes, pulls, _, _, var_push, cov, var_pull = flat[:, devices].unbind(0)
-    s_push = torch.mul(var_push, pushes).addcmul_(cov, pulls, value=-1.0)
-    s_pull = torch.mul(cov, pushes).addcmul_(var_pull, pulls, value=-1.0)
+    s_push, s_pull = covariance_times_counts(var_push, cov, var_pull, pushes, pulls)
     at = devices % weights.n
     pulse_variance, reads_variance = (weights.at_weights(v, at) for v in noise(weights))
     v = innovation_variance(pushes, pulls, s_push, s_pull, pulse_variance, reads_variance)
     posterior = torch.stack((var_push - s_push * s_push / v, cov - s_push * s_pull / v,
                              var_pull - s_pull * s_pull / v))
     flat[5:8].index_copy_(1, devices, posterior)
-    flat[3].index_copy_(0, devices, weights.bind("mu_push").reshape(-1).index_select(0, devices))
-    flat[4].index_copy_(0, devices, weights.bind("mu_pull").reshape(-1).index_select(0, devices))
+    for row, mu in ((3, mu_push), (4, mu_pull)):
+        flat[row].index_copy_(0, devices, mu.reshape(-1).index_select(0, devices))
