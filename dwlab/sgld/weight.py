@@ -13,7 +13,6 @@ from dwlab.core.device import DeviceArray
 from dwlab.core.types import PulseReceipt, PulseShape
 from dwlab.sgld.planner import DeviceScale
 from dwlab.sgld.readback import conductance_after
-from dwlab.sgld.workspace import Workspace
 
 SATURATION_MARGIN = 0.05
 """A device within this fraction of the conductance range of a track end counts as saturated."""
@@ -62,11 +61,10 @@ class DeviceWeight:
     programmed."""
     read_variance: float = 0.0
     """Variance of one read-back (S^2), measured while programming."""
-    work: Workspace = field(init=False, repr=False, compare=False)
-    """Values derived from the steps, kept while they are unchanged."""
+    _mean_step: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.work = Workspace(self.param.device)
+        self._mean_step = 0.5 * float(self.mu_push.mean() + self.mu_pull.mean())
 
     @property
     def n_weights(self) -> int:
@@ -74,11 +72,10 @@ class DeviceWeight:
 
     @property
     def mean_step(self) -> float:
-        """The array's mean step, push and pull alike (S); computed again only when the
-        steps change (the controller asks every step)."""
-        push, pull = self.mu_push, self.mu_pull
-        return self.work.derived("mean_step", [push, pull],
-                                 lambda: 0.5 * float(push.mean() + pull.mean()))
+        """The array's mean step, push and pull alike (S), as the steps were last set
+        (calibration, checkpoint). Refining them in training leaves it: that moves each
+        device's push and pull steps apart, by a few per cent, not their mean."""
+        return self._mean_step
 
     def precision(self, budget: int) -> dict[str, float]:
         """What ``budget`` pulses per update mean for this tensor, in weight units:
@@ -101,6 +98,7 @@ class DeviceWeight:
         device, dtype = self.param.device, self.param.dtype
         self.mu_push = torch.as_tensor(mu_push, dtype=dtype, device=device).expand(shape).clone()
         self.mu_pull = torch.as_tensor(mu_pull, dtype=dtype, device=device).expand(shape).clone()
+        self._mean_step = 0.5 * float(self.mu_push.mean() + self.mu_pull.mean())
 
     def write_weights(self) -> None:
         """Set the parameter to the weights the devices hold (from ``last_read``)."""
