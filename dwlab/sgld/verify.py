@@ -22,7 +22,9 @@ def program(dw: DeviceWeight, iterations: int, read_averages: int,
             calibration_pulses: int = 2048) -> None:
     """Program ``dw.param`` into ``dw.array`` in at most ``iterations`` rounds; sets
     ``dw.program_report`` and each device's measured steps ``dw.mu_push``, ``dw.mu_pull``
-    (from ``calibration_pulses`` pulses of each polarity)."""
+    (from ``calibration_pulses`` pulses of each polarity), and starts their refinement in
+    training (:func:`~dwlab.sgld.refine.start_refining`, with the read noise from two
+    reads)."""
     cap = dw.array.describe().limits.max_pulses_per_device
     target = dw.target_conductance(dw.param.detach().to(torch.float32))
     target = target.to(dw.param.device, dw.param.dtype)
