@@ -32,6 +32,7 @@ from dwlab.sim.presets import MODELS, PRESETS, TwinParams
 
 from dwlab.config import LimitsConfig
 from dwlab.core.device import ArrayBase
+from dwlab.core.tensors import laid_end_to_end
 from dwlab.core.types import ArrayInfo, PulseLimits, PulsePlan, PulseReceipt, PulseShape, Readout
 
 __all__ = ["DEFAULT_LIMITS", "MODELS", "PRESETS", "TwinArray", "TwinParams"]
@@ -54,16 +55,9 @@ def _end_to_end(workspace: dict[str, torch.Tensor], key: str, parts: list[torch.
     layout (a plan's counts may be strided views); no copy when they already lie end to
     end in one tensor (the walls after a batch)."""
     n = sum(part.numel() for part in parts)
-    base = parts[0]._base
-    if base is not None and base.dim() == 1 and base.numel() == n and base.is_contiguous():
-        start = base.storage_offset()
-        for part in parts:
-            if part._base is not base or not part.is_contiguous() or (
-                    part.storage_offset() != start):
-                break
-            start += part.numel()
-        else:
-            return base
+    base = laid_end_to_end(parts)
+    if base is not None:
+        return base
     out = workspace.get(key)
     if out is None or out.numel() != n or out.dtype != parts[0].dtype \
             or out.device != parts[0].device:

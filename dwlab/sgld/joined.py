@@ -13,9 +13,10 @@ from collections.abc import Sequence
 
 import torch
 
+from dwlab.core.tensors import laid_end_to_end
 from dwlab.sgld.planner import Segments
 from dwlab.sgld.weight import SATURATION_MARGIN, DeviceWeight
-from dwlab.sgld.workspace import Workspace, laid_end_to_end
+from dwlab.sgld.workspace import Workspace
 
 
 class JoinedWeights:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 import torch
+
+from dwlab.core.tensors import laid_end_to_end
 
 T = TypeVar("T")
 
@@ -70,22 +71,3 @@ class Workspace:
             return joined[0] if rows == 1 else joined
         return self.derived(key, parts, join)
 
-
-def laid_end_to_end(parts: Sequence[torch.Tensor], rows: int = 1, lead: int = 0
-                    ) -> torch.Tensor | None:
-    """The tensor ``(*lead dims, rows, total)`` (``rows`` 1: without the rows dim) whose views
-    ``parts`` are, one after another along the last dim; None when they are not (then
-    joining them takes a copy)."""
-    base = parts[0]._base
-    if base is None or not base.is_contiguous():
-        return None
-    total = sum(p.numel() for p in parts) // (rows * math.prod(parts[0].shape[:lead]))
-    if base.shape[lead:] != ((rows, total) if rows > 1 else (total,)):
-        return None
-    start = 0
-    for p in parts:
-        size = p[(0,) * lead].numel() // rows if lead else p.numel() // rows
-        if p._base is not base or p.storage_offset() != start:
-            return None
-        start += size
-    return base if start == total else None
