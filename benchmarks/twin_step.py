@@ -16,7 +16,7 @@ pulse; ``update_range`` applies only to the fixed-range ablation). Per case: the
 step, its forward+backward and its ``opt.step()`` (device update and read-back), and from
 extra steps synchronised around the twin, the twin's apply and read.
 
-The whole run: ``dwlab train`` of ``lab_configs/fashion_resnet18.yaml`` at the same width
+The whole run: ``dwlab train`` of ``lab_configs/fashion_resnet18_1ns.yaml`` at the same width
 on the first ``--run-images`` Fashion-MNIST images, push-pull and float SGD, each alone in
 its own process, ``--run-repeats`` times in alternating order (run-to-run spread on a
 shared machine is several per cent); the ratio of their median ``train_seconds``
@@ -44,7 +44,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "lab_configs" / "cifar10_resnet18.yaml"
-RUN_CONFIG = ROOT / "lab_configs" / "fashion_resnet18.yaml"
+RUN_CONFIG = ROOT / "lab_configs" / "fashion_resnet18_1ns.yaml"
 
 
 def sync(device: torch.device) -> None:

@@ -1,6 +1,6 @@
 """How far the twin's device update is from the cheapest update the physics allows.
 
-In one process, on the Fashion-MNIST ResNet18 (``lab_configs/fashion_resnet18.yaml``) at
+In one process, on the Fashion-MNIST ResNet18 (``lab_configs/fashion_resnet18_1ns.yaml``) at
 ``--width``, batch 128, 28x28 random images, interleaved and repeated (medians):
 
 - ``forward+backward``: the network's own pass (what float SGD costs, bar its update);
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-CONFIG = Path(__file__).resolve().parents[1] / "lab_configs" / "fashion_resnet18.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "lab_configs" / "fashion_resnet18_1ns.yaml"
 
 
 def floor_update(grad: torch.Tensor, position: torch.Tensor, budget: int,
