@@ -9,6 +9,12 @@ split as ``K mu-/(mu+ + mu-)`` pushes), rms over the devices, as a percentage of
 update ``K mu``; for the steps the controller held at the end, and for the priors its
 refinement kept (the calibration, where a device never restarted).
 
+It also judges the run's saturation count by the twin's own wall positions: the share of
+walls within :data:`SATURATION_MARGIN` of the track (0.05 of its length) of an end, beside
+the share the controller counts from its last reads against the nominal window, and the
+share near an end that those reads do not show (devices whose own window lies inside the
+nominal one: the conductance ends spread by ``g_spread`` from device to device).
+
 ``--float CHECKPOINT`` adds the share of that float run's weights (same model) lying beyond
 0.9 of each tensor's pair window, where both devices of a pair would count as saturated,
 for the window of the first checkpoint and for wider ones.
@@ -29,6 +35,7 @@ from dwlab.sim.presets import TwinParams
 from dwlab.sim.twin import TwinArray
 
 from dwlab.core.types import PulseShape
+from dwlab.sgld.weight import SATURATION_MARGIN
 
 
 def controller_weights(path: Path) -> dict[str, dict[str, Any]]:
@@ -45,6 +52,16 @@ def true_steps(saved: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     return (mu_push * twin.g_range).double(), (mu_pull * twin.g_range).double()
 
 
+def near_an_end(saved: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per device: its wall within the saturated zone of a track end (the twin's position),
+    and its last read there by the nominal window (what the controller counts)."""
+    x = saved["snapshot"]["position"].float()
+    read = saved["last_read"].float()
+    walls = (x < SATURATION_MARGIN) | (x > 1 - SATURATION_MARGIN)
+    reads = (read - saved["g_mid"]).abs() > saved["g_half"] * (1 - 2 * SATURATION_MARGIN)
+    return walls, reads
+
+
 def drift_error(push: torch.Tensor, pull: torch.Tensor, est_push: torch.Tensor,
                 est_pull: torch.Tensor) -> torch.Tensor:
     """Per device, the zero-gradient move per update planned with the estimated steps, in
@@ -59,13 +76,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="a float SGD checkpoint of the same model")
     args = ap.parse_args(argv)
     print("| checkpoint | devices | drift error, steps held (% of K mu) | "
-          "drift error, refinement's priors |")
-    print("|---|---|---|---|")
+          "drift error, refinement's priors | walls near an end (%) | "
+          "reads near an end (%) | walls near an end, reads not (%) |")
+    print("|---|---|---|---|---|---|---|")
     for path in args.checkpoints:
         held = priors = 0.0
         count = 0
         has_priors = True
+        walls = reads = unseen = 0
         for saved in controller_weights(path).values():
+            wall_near, read_near = near_an_end(saved)
+            walls += int(wall_near.sum())
+            reads += int(read_near.sum())
+            unseen += int((wall_near & ~read_near).sum())
             push, pull = true_steps(saved)
             steps = saved["steps_siemens"].double()
             held += float(drift_error(push, pull, steps[0], steps[1]).square().sum())
@@ -77,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                 state = refine["state"].double()
                 priors += float(drift_error(push, pull, state[3], state[4]).square().sum())
         prior_text = f"{100 * math.sqrt(priors / count):.2f}" if has_priors else "-"
-        print(f"| {path} | {count:,} | {100 * math.sqrt(held / count):.2f} | {prior_text} |")
+        print(f"| {path} | {count:,} | {100 * math.sqrt(held / count):.2f} | {prior_text} | "
+              f"{100 * walls / count:.2f} | {100 * reads / count:.2f} | "
+              f"{100 * unseen / count:.2f} |")
     if args.float_run is not None:
         weights = controller_weights(args.checkpoints[0])
         model = torch.load(args.float_run, map_location="cpu", weights_only=True)["model"]

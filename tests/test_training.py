@@ -129,6 +129,23 @@ def test_train_writes_a_complete_run_folder(tiny_run, capsys):
     assert float_result["accuracy"] > 0.6
 
 
+def test_tensor_temperatures_add_up_to_the_device_noise_of_the_last_step(tiny_run):
+    """Each tensor's temperature, weighted by its weights, is the device part of the
+    T_eff the last step logged (its share without the rounding of counts)."""
+    device_run = tiny_run / "push_pull_pair-5bit"
+    result = json.loads((device_run / "result.json").read_text())
+    temperatures = result["tensor_temperatures"]
+    sizes = {"net.1.weight": 32 * 64, "net.3.weight": 32 * 32, "net.5.weight": 10 * 32}
+    assert list(temperatures) == list(sizes)
+    # The tensors are mapped by their own initial spread, so they run at different
+    # temperatures.
+    assert max(temperatures.values()) > 1.5 * min(temperatures.values())
+    last = read_table(device_run / "steps.csv")[-1]
+    device_part = float(last["effective_temperature"]) * (1 - float(last["rounding_share"]))
+    mean = sum(sizes[k] * t for k, t in temperatures.items()) / sum(sizes.values())
+    assert mean == pytest.approx(device_part, rel=1e-4)
+
+
 def test_bf16_autocast_trains_on_cpu_and_update_range_is_overridden(
         tmp_path, tiny_config, capsys, monkeypatch):
     # Pretend this CPU emulates bf16 (as an AVX2 one does): the run says so and goes on.

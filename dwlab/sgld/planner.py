@@ -308,9 +308,10 @@ class Segments:
     def sums(self, values: torch.Tensor, at: torch.Tensor | None = None) -> list[float]:
         """Per tensor, the sum of ``values`` (one per weight, or one per weight index in
         ``at``), in float64."""
-        if len(self.sizes) == 1:
-            return [float(values.sum(dtype=torch.float64))]
-        index = self.index if at is None else self.index[at]
+        if at is None:  # a sum per contiguous slice: far fewer passes than index_add_
+            return [float(part.sum(dtype=torch.float64))
+                    for part in values.reshape(-1).split(self.sizes)]
+        index = self.index[at]
         total = torch.zeros(len(self.sizes), dtype=torch.float64, device=self._device)
         return total.index_add_(0, index, values.reshape(-1).double()).tolist()
 

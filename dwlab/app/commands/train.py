@@ -138,6 +138,8 @@ def report(results: list[RunOutcome], folder: Path) -> str:
             f"{r.label:<22} {_metrics(r.final_weights)} {bma} {r.samples:7d} "
             f"{'-' if ess is None else f'{ess:.1f}':>5} {pulses:>14} {t_eff:>9} "
             f"{saturated:>9} {bits:>9} {r.train_seconds:8.1f}")
+        if r.tensor_temperatures:
+            notes.append(f"{r.label}: {_temperatures_line(r.tensor_temperatures)}")
         if r.chain:
             notes.append(f"{r.label}: {_chain_line(r.chain)}")
             notes.extend(f"{r.label}: WARNING: {w}" for w in r.chain["warnings"])
@@ -157,6 +159,17 @@ def report(results: list[RunOutcome], folder: Path) -> str:
 
 def _metrics(m: dict[str, float]) -> str:
     return f"{100 * m['accuracy']:8.2f}% {m['nll']:7.4f} {m['ece']:7.4f}"
+
+
+def _temperatures_line(temperatures: dict[str, float]) -> str:
+    """The coolest and the hottest tensor, and the last (the classifier in the models
+    here)."""
+    coolest = min(temperatures, key=temperatures.__getitem__)
+    hottest = max(temperatures, key=temperatures.__getitem__)
+    last = list(temperatures)[-1]
+    return (f"device-noise temperature by tensor from {temperatures[coolest]:.3g} ({coolest}) "
+            f"to {temperatures[hottest]:.3g} ({hottest}); last tensor {last} "
+            f"{temperatures[last]:.3g} (all in result.json)")
 
 
 def _chain_line(chain: dict) -> str:

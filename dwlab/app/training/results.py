@@ -51,6 +51,12 @@ class RunResult:
     precision: dict[str, float] = dataclasses.field(default_factory=dict)
     """Weight resolution (bits), largest update (fraction of the window), pulse budget:
     ``SGLDController.precision_report``; empty for float runs."""
+    tensor_temperatures: dict[str, float] = dataclasses.field(default_factory=dict)
+    """By parameter name, the temperature the device noise of each device-backed tensor
+    realises at the last step size (``alpha^2 K c sigma_G^2 / (2 eps)``, rounding left out):
+    the tensors are mapped to the window by their own initial spread, so their ``alpha``,
+    and with it their temperature, differ; ``effective_temperature_mean`` is the mean over
+    the weights. Empty for float runs."""
     chain: dict[str, Any] | None = None
     """How the sampling went (``ChainMonitor.summary``): start, thinning, stationarity,
     autocorrelation time, effective sample sizes, warnings; None for float SGD."""
