@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -430,7 +430,7 @@ class TrainingRun:
             effective_temperature_mean=state.temperature_sum / max(1, state.step),
             saturated_fraction=opt.last_stats.saturated_fraction,
             precision=opt.precision_report(),
-            tensor_temperatures={str(row["parameter"]): float(row["implied_temperature"])
+            tensor_temperatures={str(row["parameter"]): cast(float, row["implied_temperature"])
                                  for row in opt.mapping_report()},
             pulses_per_weight=state.pulses_total / weights if weights else 0.0,
             device_backed=bool(opt.weights), resumed_attempts=state.attempt,
