@@ -5,9 +5,11 @@ ECE says how far confidence is from accuracy, not which way. For each run of the
 folders (``dwlab train`` or ``dwlab sweep``), the model is rebuilt from the folder's
 config, the final weights and the posterior samples are taken from the checkpoint, and the
 test set is predicted again: accuracy, mean top-class probability (confidence), their gap
-(confidence - accuracy: negative means under-confident), ECE and NLL.
+(confidence - accuracy: negative means under-confident), ECE and NLL. ``--last N`` also
+averages only the last ``N`` samples (runs that kept different numbers of samples compared
+at the same number).
 
-    python benchmarks/confidence.py RUN_FOLDER [RUN_FOLDER ...]
+    python benchmarks/confidence.py RUN_FOLDER [RUN_FOLDER ...] [--last N ...]
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from dwlab.app.training.runs import load_training_data, open_run_folder
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", type=Path, nargs="+")
+    ap.add_argument("--last", type=int, nargs="+", default=[],
+                    help="also average only the last N samples")
     args = ap.parse_args(argv)
     print("| run | prediction | accuracy (%) | confidence (%) | gap (pp) | ECE | NLL |")
     print("|---|---|---|---|---|---|---|")
@@ -52,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             averaged = store.average_probs(model, predict)
             if averaged is not None:
                 rows.append((f"model average ({len(store)})", averaged))
+            samples = store.samples
+            for n in (n for n in args.last if 0 < n < len(samples)):
+                store.samples = samples[-n:]
+                rows.append((f"model average (last {n})", store.average_probs(model, predict)))
             for what, probs in rows:
                 m = classification_metrics(probs, data.test_y, t.ece_bins)
                 confidence = float(probs.max(dim=1).values.double().mean())
