@@ -97,10 +97,14 @@ class Script:
     path: Path | None = None
 
     def lab_config_path(self) -> Path:
+        """The lab config it names; one that is not a file is this script's error."""
         p = Path(self.config.lab_config)
-        if p.is_absolute() or self.path is None:
-            return p
-        return self.path.parent / p
+        if not (p.is_absolute() or self.path is None):
+            p = self.path.parent / p
+        if self.path is not None and not p.is_file():
+            raise ConfigError(f"the lab config {p} is not a file", file=str(self.path),
+                              key="lab_config")
+        return p
 
     def check(self, target: Target) -> list[Estimate]:
         """Every step's estimate, refusing the script before any pulse if one breaks a limit

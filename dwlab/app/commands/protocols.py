@@ -80,8 +80,10 @@ def script_target(script: Script, lab_config: Path | None = None):
 def target_of(script: Script, loaded):
     """The script's array in ``loaded``: (loaded, shape, nominal pulse)."""
     name = script.config.array
-    if name not in loaded.config.arrays:
-        raise ConfigError(f"no array named '{name}'", file=str(loaded.path), key="arrays")
+    if name not in loaded.config.arrays:  # the script's key is what is wrong
+        where = (str(script.path), "array") if script.path else (str(loaded.path), "arrays")
+        raise ConfigError(f"no array named '{name}' in {loaded.path}", file=where[0],
+                          key=where[1])
     cfg = loaded.config.arrays[name]
     shape = tuple(cfg.shape) if cfg.shape else (
         tuple(script.config.shape) if script.config.shape else None)
